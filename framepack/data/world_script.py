@@ -1,0 +1,226 @@
+"""Camera scripts for the procedural world: actions, exact camera paths, caption timelines.
+
+A script is a start position and a sequence of actions, each "pan <direction> at <speed> px/s
+for <seconds>" or "hold for <seconds>". The camera path is exact: positions are computed with
+rational arithmetic as a function of time and rounded to whole pixels only at the end, so a
+script that pans right for 2 s and left for 2 s at the same speed comes back to the very same
+pixel, and at time 2 + u it shows exactly the view it showed at time 2 - u. Revisits like these
+are what feature-similarity packing (SPEC Sec. 2) is meant to exploit.
+
+Coordinates: x grows to the right, y grows downwards. "The camera pans right" means the view
+moves right over the world, so the content slides left on screen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+    "hold": (0, 0),
+}
+
+# Named speeds in pixels per second (1, 2 and 4 px per frame at 30 fps).
+SPEEDS: dict[str, int] = {"slowly": 30, "steadily": 60, "quickly": 120}
+
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "hold": "hold"}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One camera action: pan in `direction` at `speed` pixels per second for `seconds`.
+
+    `direction` is one of `DIRECTIONS` ("hold" keeps the camera still; its speed is ignored).
+    """
+
+    direction: str
+    seconds: float
+    speed: float = SPEEDS["steadily"]
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {sorted(DIRECTIONS)}, got {self.direction!r}")
+        if not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ValueError(f"seconds must be a positive number, got {self.seconds!r}")
+        if not (math.isfinite(self.speed) and self.speed >= 0):
+            raise ValueError(f"speed must be a non-negative number of px/s, got {self.speed!r}")
+
+    @property
+    def caption(self) -> str:
+        """The sentence describing this action, e.g. "the camera pans right slowly"."""
+        if self.direction == "hold" or self.speed == 0:
+            return "the camera holds still"
+        return f"the camera pans {self.direction} {speed_word(self.speed)}"
+
+    def reversed(self) -> Action:
+        """The action that undoes this one (same speed and duration, opposite direction)."""
+        return Action(_OPPOSITE[self.direction], self.seconds, self.speed)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A camera script: the view centre starts at `start` (world pixels) and follows `actions`."""
+
+    actions: tuple[Action, ...]
+    start: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if not self.actions:
+            raise ValueError("actions must hold at least one Action")
+        object.__setattr__(self, "actions", tuple(self.actions))
+        object.__setattr__(self, "start", (int(self.start[0]), int(self.start[1])))
+
+    @property
+    def seconds(self) -> float:
+        """Total duration in seconds."""
+        return float(sum(_frac(a.seconds) for a in self.actions))
+
+    def to_json(self) -> dict:
+        """A JSON-ready description (round-trips through `Script.from_json`)."""
+        return {
+            "start": list(self.start),
+            "actions": [
+                {"direction": a.direction, "seconds": a.seconds, "speed": a.speed} for a in self.actions
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Script:
+        actions = tuple(
+            Action(a["direction"], a["seconds"], a.get("speed", SPEEDS["steadily"])) for a in data["actions"]
+        )
+        return cls(actions, tuple(data.get("start", (0, 0))))
+
+
+def speed_word(speed: float) -> str:
+    """The adverb for a pan speed in px/s: the nearest named speed (on a log scale)."""
+    return min(SPEEDS, key=lambda w: abs(math.log(speed / SPEEDS[w])))
+
+
+def _frac(x: float) -> Fraction:
+    # limit_denominator turns 0.1 into 1/10 rather than the binary float's exact value.
+    return Fraction(x).limit_denominator(10_000)
+
+
+def camera_path(script: Script, num_frames: int, fps: float) -> np.ndarray:
+    """Camera (view centre) positions for frames `0..num_frames-1`, frame f at time f / fps.
+
+    Returns int64 `(num_frames, 2)` of world (x, y). Positions are exact rationals rounded half
+    up, so equal times on the way out and back give identical pixels. Past the end of the
+    script the camera stays where the script left it.
+    """
+    fps_q = _frac(fps)
+    starts, t = [], Fraction(0)
+    for a in script.actions:
+        starts.append(t)
+        t += _frac(a.seconds)
+    out = np.empty((num_frames, 2), dtype=np.int64)
+    for f in range(num_frames):
+        time = Fraction(f) / fps_q
+        pos = [Fraction(script.start[0]), Fraction(script.start[1])]
+        for a, s in zip(script.actions, starts):
+            if time <= s:
+                break
+            dx, dy = DIRECTIONS[a.direction]
+            moved = _frac(a.speed) * min(time - s, _frac(a.seconds))
+            pos[0] += dx * moved
+            pos[1] += dy * moved
+        out[f] = [math.floor(p + Fraction(1, 2)) for p in pos]
+    return out
+
+
+def caption_timeline(script: Script) -> list[tuple[float, str]]:
+    """The captions of a script as `[(start_seconds, text), ...]`; repeated texts are merged."""
+    timeline: list[tuple[float, str]] = []
+    t = Fraction(0)
+    for a in script.actions:
+        if not timeline or timeline[-1][1] != a.caption:
+            timeline.append((float(t), a.caption))
+        t += _frac(a.seconds)
+    return timeline
+
+
+def caption_at(timeline: list[tuple[float, str]], seconds: float) -> str:
+    """The caption active at time `seconds` (the last entry starting at or before it)."""
+    text = timeline[0][1] if timeline else ""
+    for start, caption in timeline:
+        if start <= seconds + 1e-9:
+            text = caption
+    return text
+
+
+def format_timeline(timeline: list[tuple[float, str]]) -> str:
+    """The prompt-timeline string used by the generator: "0s: text; 4s: text"."""
+    return "; ".join(f"{start:g}s: {text}" for start, text in timeline)
+
+
+def parse_script(text: str, start: tuple[int, int] = (0, 0)) -> Script:
+    """Parse "right 2 slowly, hold 1, left 2 30" into a Script.
+
+    Each comma-separated action is `<direction> <seconds> [<speed>]` where speed is a word of
+    `SPEEDS` or a number of px/s (default "steadily"). Raises ValueError on malformed text.
+    """
+    actions = []
+    for part in text.split(","):
+        words = part.split()
+        if not 2 <= len(words) <= 3:
+            raise ValueError(f"script action {part.strip()!r} must read '<direction> <seconds> [<speed>]'")
+        direction, seconds = words[0].lower(), float(words[1].rstrip("s"))
+        speed: float = SPEEDS["steadily"]
+        if len(words) == 3:
+            speed = SPEEDS[words[2]] if words[2] in SPEEDS else float(words[2])
+        actions.append(Action(direction, seconds, speed))
+    return Script(tuple(actions), start)
+
+
+def random_script(
+    seed: int,
+    seconds: float,
+    fps: float = 30,
+    *,
+    min_action: float = 1.0,
+    max_action: float = 3.0,
+    p_return: float = 0.35,
+    p_hold: float = 0.15,
+    start_range: int = 1 << 20,
+) -> Script:
+    """A random script of total duration `seconds`, fully determined by `seed`.
+
+    Action durations are whole frames at `fps`, drawn in [min_action, max_action] seconds; with
+    probability `p_return` an action retraces the previous pan (so the camera revisits places),
+    with `p_hold` it holds still, otherwise it pans in a random direction at a named speed. The
+    start position is drawn in [-start_range, start_range) so clips see different places.
+    """
+    if seconds <= 0:
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    if not 0 < min_action <= max_action:
+        raise ValueError(f"need 0 < min_action <= max_action, got {min_action}, {max_action}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C819]))
+    total = max(1, round(seconds * fps))
+    lo, hi = max(1, round(min_action * fps)), max(1, round(max_action * fps))
+    start = (int(rng.integers(-start_range, start_range)), int(rng.integers(-start_range, start_range)))
+    actions: list[Action] = []
+    used = 0
+    while used < total:
+        frames = min(int(rng.integers(lo, hi + 1)), total - used)
+        last_pan = actions[-1] if actions and actions[-1].direction != "hold" else None
+        u = rng.random()
+        if last_pan is not None and u < p_return:
+            frames = min(round(last_pan.seconds * fps), total - used)
+            action = Action(_OPPOSITE[last_pan.direction], frames / fps, last_pan.speed)
+        elif u < p_return + p_hold:
+            action = Action("hold", frames / fps, 0)
+        else:
+            direction = ("left", "right", "up", "down")[int(rng.integers(4))]
+            speed = list(SPEEDS.values())[int(rng.integers(len(SPEEDS)))]
+            action = Action(direction, frames / fps, speed)
+        actions.append(action)
+        used += frames
+    return Script(tuple(actions), start)
