@@ -1,0 +1,266 @@
+"""Resume state for long generation jobs, so a stopped or crashed render is never lost.
+
+After each section the pipeline saves a `ResumeState` next to the video, in one file,
+`out.resume.safetensors`: the tensors (history latents, which latent frames are generated,
+their frame times, anything else the pipeline needs) as safetensors, and everything else (plan
+position, settings, seed) as JSON in the safetensors header metadata. Keeping it to one file
+makes the save atomic (written to a temporary file, then renamed); no pickles are involved.
+
+Randomness needs no saved RNG state: the noise of each section is drawn from its own generator,
+`section_generator(seed, section_id)`, derived from the job seed and the section id by a hash.
+A resumed job therefore draws exactly the noise the uninterrupted job would have drawn, whatever
+order the plan visits sections in. (The released code draws all sections from one noise stream;
+we do not, so resumption and endpoint-first plans stay reproducible.)
+
+`StopFlag` turns Ctrl+C / SIGTERM into a request to stop after the current step, so the loop can
+save its state and the partial video before exiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from framepack.errors import UserError
+from framepack.video import atomic_path, settings_json
+
+FORMAT = "framepack-resume"
+FORMAT_VERSION = 1
+
+# Fixed tensor keys; extra tensors are stored as "extra.<name>".
+_HISTORY, _GENERATED, _INDICES, _EXTRA = "history", "generated", "history_indices", "extra."
+
+
+@dataclasses.dataclass
+class ResumeState:
+    """Everything needed to continue a generation job where it stopped.
+
+    history: latents generated so far, `(B, C, T, h, w)`.
+    next_section: index, in the plan's order, of the next section to generate.
+    settings: the job's settings (prompts, seed, model, plan, steps, version...); JSON values.
+    seed: the job seed; section noise comes from `section_generator(seed, section_id)`.
+    generated: bool `(T,)`, true where a history latent frame has been generated (plans that
+        fill gaps, e.g. endpoints first, leave holes), or None when all are.
+    history_indices: int64 `(T,)`, the frame time of each history latent frame, or None.
+    extra: further named tensors the pipeline wants back (e.g. the start latent).
+    """
+
+    history: torch.Tensor
+    next_section: int
+    settings: dict[str, Any]
+    seed: int
+    generated: torch.Tensor | None = None
+    history_indices: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+def resume_path(video_path: str | os.PathLike) -> Path:
+    """Where the resume state of a video lives: `out.mp4` -> `out.resume.safetensors`."""
+    return Path(video_path).with_suffix(".resume.safetensors")
+
+
+def save_state(path: str | os.PathLike, state: ResumeState) -> Path:
+    """Save `state` atomically to `path` (a `.safetensors` file, see `resume_path`).
+
+    The previous state at `path`, if any, stays intact until the new one is complete.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {_HISTORY: state.history}
+    if state.generated is not None:
+        tensors[_GENERATED] = state.generated.to(torch.bool)
+    if state.history_indices is not None:
+        tensors[_INDICES] = state.history_indices.to(torch.int64)
+    for name, tensor in state.extra.items():
+        tensors[_EXTRA + name] = tensor
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "state": settings_json(
+            {"next_section": int(state.next_section), "seed": int(state.seed), "settings": state.settings}
+        ),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return path
+
+
+def load_state(path: str | os.PathLike, expected: Mapping[str, Any] | None = None) -> ResumeState:
+    """Load a resume state; with `expected`, check that those settings match the saved ones.
+
+    Raises UserError if the file is missing, corrupt, of another format version, or was made
+    with different settings than `expected` (the message names the first setting that differs).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"no resume state at {path}; run without --resume to start the job from the beginning"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+        if header.get("format") != FORMAT:
+            raise UserError(
+                f"{path} is not a FramePack resume state; point --resume at a .resume.safetensors file"
+            )
+        version = header.get("format_version")
+        if version != str(FORMAT_VERSION):
+            raise UserError(
+                f"resume state {path} has format version {version}, this FramePack reads {FORMAT_VERSION}; "
+                "resume with the FramePack version that made it, or start over"
+            )
+        fields = json.loads(header["state"])
+        state = ResumeState(
+            history=tensors.pop(_HISTORY),
+            next_section=int(fields["next_section"]),
+            settings=dict(fields["settings"]),
+            seed=int(fields["seed"]),
+            generated=tensors.pop(_GENERATED, None),
+            history_indices=tensors.pop(_INDICES, None),
+            extra={k.removeprefix(_EXTRA): v for k, v in tensors.items() if k.startswith(_EXTRA)},
+        )
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(
+            f"resume state {path} is unreadable ({type(err).__name__}: {str(err)[:80]}); "
+            "delete it and start over"
+        ) from None
+    if expected is not None:
+        check_settings(state.settings, expected, path)
+    return state
+
+
+def check_settings(saved: Mapping[str, Any], expected: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Raise UserError naming the first key of `expected` whose value differs from `saved`.
+
+    Values are compared after a JSON round trip, so tuples equal lists and paths equal strings.
+    """
+    saved_json = json.loads(settings_json(saved))
+    for key, value in json.loads(settings_json(expected)).items():
+        if key not in saved_json:
+            raise UserError(
+                f"resume state {path} does not record the setting {key!r}; it was made by another "
+                "FramePack version, start over without --resume"
+            )
+        if saved_json[key] != value:
+            raise UserError(
+                f"resume state {path} was made with {key}={_short(saved_json[key])}, but this run asks "
+                f"{key}={_short(value)}; use the same settings to resume, or start over without --resume"
+            )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Per-section randomness
+# --------------------------------------------------------------------------------------------
+
+
+def section_seed(seed: int, section_id: int | str) -> int:
+    """A 63-bit seed for one section: BLAKE2b of the job seed and the section id.
+
+    Distinct (seed, section) pairs give unrelated seeds (unlike `seed + section`, where
+    seed 1 section 0 equals seed 0 section 1); the value is stable across runs and machines.
+    """
+    message = f"framepack-section:{int(seed)}:{section_id}".encode()
+    digest = hashlib.blake2b(message, digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def section_generator(
+    seed: int, section_id: int | str, device: str | torch.device = "cpu"
+) -> torch.Generator:
+    """A torch.Generator on `device` seeded with `section_seed(seed, section_id)`."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(section_seed(seed, section_id))
+    return generator
+
+
+# --------------------------------------------------------------------------------------------
+# Graceful stop
+# --------------------------------------------------------------------------------------------
+
+
+def _default_notice(signum: int) -> None:
+    name = signal.Signals(signum).name
+    print(
+        f"\n{name} received: stopping after the current step and saving (press Ctrl+C again to abort now)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class StopFlag:
+    """Context manager that turns SIGINT/SIGTERM into a "stop after this step" request.
+
+    Inside the `with` block, the first SIGINT or SIGTERM sets the flag (`bool(flag)` becomes
+    true) and calls `on_signal(signum)` (default: one line on stderr); the loop should check the
+    flag between steps, save and return. A second SIGINT raises KeyboardInterrupt at once.
+    The previous handlers are restored on exit. Outside the main thread no handlers can be
+    installed; the flag then only reacts to `request()` (e.g. a UI stop button).
+
+        with StopFlag() as stop:
+            for section in plan:
+                ...
+                if stop:
+                    save_state(...); break
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_signal: Callable[[int], None] | None = _default_notice) -> None:
+        self.on_signal = on_signal
+        self.signum: int | None = None
+        self._requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __bool__(self) -> bool:
+        return self._requested
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop was requested (by a signal or `request()`)."""
+        return self._requested
+
+    def request(self) -> None:
+        """Ask the loop to stop after the current step (thread-safe: sets a flag)."""
+        self._requested = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        first = not self._requested
+        self._requested = True
+        self.signum = signum if self.signum is None else self.signum
+        if first and self.on_signal is not None:
+            self.on_signal(signum)
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            # None means the handler was not installed from Python; the default is the best guess.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
