@@ -210,13 +210,12 @@ def palette_clips(
     return clips
 
 
-def _world_clips(count: int, frames: int, size: int, seed: int) -> list[Tensor] | None:
-    """Clips from the procedural world (framepack.data.world), or None if that module is missing."""
-    try:
-        from framepack.data import world
-    except ImportError:
-        return None
-    return world.codec_clips(count=count, frames=frames, size=size, seed=seed)  # pragma: no cover
+def _world_clips(count: int, frames: int, size: int, seed: int, split: str) -> list[Tensor]:
+    """`count` clips (3, F, size, size) of the procedural world's `split` ("train" or "eval")."""
+    from framepack.data.world_clips import WorldClips
+
+    dataset = WorldClips(frames, size, split=split, length=count, seed=seed)
+    return [dataset[i]["pixels"] for i in range(count)]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -235,19 +234,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Fit the normalisation on some clips, then report reconstruction on held-out clips."""
     args = _parse_args(argv)
-    n = args.fit_clips + args.test_clips
-    clips = _world_clips(n, args.frames, args.size, args.seed) if args.source == "world" else None
-    source = args.source
-    if clips is None:
-        source = "palette"
-        clips = palette_clips(n, args.frames, args.size, torch.Generator().manual_seed(args.seed))
-    fit, held_out = clips[: args.fit_clips], clips[args.fit_clips :]
+    if args.source == "world":  # fit on training worlds, measure on held-out (eval split) worlds
+        fit = _world_clips(args.fit_clips, args.frames, args.size, args.seed, "train")
+        held_out = _world_clips(args.test_clips, args.frames, args.size, args.seed, "eval")
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        clips = palette_clips(args.fit_clips + args.test_clips, args.frames, args.size, g)
+        fit, held_out = clips[: args.fit_clips], clips[args.fit_clips :]
     codec = PixelCodec(args.space_factor, args.time_factor).fit_normalisation(fit)
     x = torch.stack(held_out).float()
     latents = codec.encode(x)
     y = codec.decode(latents)
     to_u8 = lambda v: ((v.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # noqa: E731
-    print(f"source: {source}, {len(held_out)} held-out clips of {tuple(x.shape[1:])}")
+    print(f"source: {args.source}, {len(held_out)} held-out clips of {tuple(x.shape[1:])}")
     print(f"codec: {codec.config()}")
     print(f"latents: {tuple(latents.shape[1:])}, mean {latents.mean():.3f}, std {latents.std():.3f}")
     print(f"normalised round trip: PSNR {psnr(x, y):.1f} dB, max |error| {(x - y).abs().max():.2e}")
