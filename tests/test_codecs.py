@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -58,6 +59,30 @@ def test_palette_round_trip_is_exact():
     x = torch.stack(palette_clips(count=3, frames=9, size=32, generator=g))
     codec = PixelCodec(4, 4)
     assert torch.equal(codec.decode(codec.encode(x)), x)
+
+
+def test_world_clips_round_trip_is_exact():
+    from framepack.data.world_clips import WorldClips
+
+    clips = WorldClips(num_frames=5, size=16, split="eval", length=2)
+    x = torch.stack([clips[i]["pixels"] for i in range(2)])
+    codec = PixelCodec(4, 4)
+    assert torch.equal(codec.decode(codec.encode(x)), x)
+    fitted = codec.fit_normalisation([x])
+    assert (fitted.decode(fitted.encode(x)) - x).abs().max() < 1e-6
+
+
+def test_registered_kinds_rebuild():
+    from framepack.codecs.base import CODEC_KINDS
+
+    assert {"pixel", "hunyuan-vae"} <= set(CODEC_KINDS)
+    for target in CODEC_KINDS.values():  # every registered factory exists
+        module_name, attr_path = target.split(":")
+        factory = importlib.import_module(module_name)
+        for attr in attr_path.split("."):
+            factory = getattr(factory, attr)
+        assert callable(factory)
+    assert isinstance(codec_from_config({"kind": "pixel", "space_factor": 2, "time_factor": 1}), PixelCodec)
 
 
 def test_encoding_is_a_rearrangement():
