@@ -1,0 +1,91 @@
+"""The SigLIP image encoder (`lllyasviel/flux_redux_bfl`): image features for the transformer.
+
+The official demo feeds SigLIP's `last_hidden_state` (B, 729, 1152) of the start image to the
+transformer's image projection. We preprocess exactly as diffusers' HunyuanVideoFramepackPipeline
+(pixels in [-1, 1] mapped to [0, 1], then the SiglipImageProcessor without its own rescale),
+which equals the official uint8 path.
+
+End frame (not in the official demo; from FramePack PR #167, diffusers and the forks): the end
+image's features are averaged with the start image's (`mix_image_embeds`, weight 0.5), and its
+VAE latent is the clean "post" frame of the first inverted section (see docs/hunyuan.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from framepack.errors import UserError
+from framepack.hunyuan.paths import FLUX_REDUX, check_part, offline
+from framepack.hunyuan.vae import default_device
+
+
+class SiglipImageEncoder:
+    """images (B, 3, H, W) in [-1, 1] -> features (B, N, D) (released: N = 729, D = 1152)."""
+
+    def __init__(self, image_encoder: Any, feature_extractor: Any) -> None:
+        self.image_encoder = image_encoder.eval().requires_grad_(False)
+        self.feature_extractor = feature_extractor
+
+    @classmethod
+    def from_dir(
+        cls,
+        redux_dir: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float16,
+    ) -> SiglipImageEncoder:
+        """Load image_encoder + feature_extractor from a flux_redux_bfl folder (released dtype fp16)."""
+        from transformers import SiglipImageProcessor, SiglipVisionModel
+
+        root = Path(redux_dir)
+        encoder_dir = check_part(root, FLUX_REDUX, "image_encoder")
+        extractor_dir = check_part(root, FLUX_REDUX, "feature_extractor")
+        with offline():
+            try:
+                extractor = SiglipImageProcessor.from_pretrained(extractor_dir, local_files_only=True)
+                model = SiglipVisionModel.from_pretrained(
+                    encoder_dir, torch_dtype=dtype, local_files_only=True
+                )
+            except (OSError, ValueError, KeyError) as err:
+                raise UserError(f"could not load the SigLIP image encoder from {root}: {err}") from err
+        return cls(model.to(device or default_device()), extractor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.image_encoder.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """images (B, 3, H, W) or (B, 3, 1, H, W) in [-1, 1] -> last_hidden_state (B, N, D)."""
+        if images.ndim == 5:
+            images = images[:, :, 0]
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        inputs = self.feature_extractor(
+            images=((images.float() + 1) / 2).cpu(), return_tensors="pt", do_rescale=False
+        ).to(device=self.device, dtype=self.image_encoder.dtype)
+        return self.image_encoder(**inputs).last_hidden_state
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.image_encoder]
+
+
+def mix_image_embeds(start: Tensor, end: Tensor | None, end_weight: float = 0.5) -> Tensor:
+    """Image features for a start + end frame job: (1 - end_weight) * start + end_weight * end.
+
+    0.5 (the default) is the plain average used by FramePack PR #167 and its forks; 0 ignores the
+    end image's features (what diffusers' pipeline ends up doing: it computes and drops them).
+    """
+    if end is None:
+        return start
+    if not 0.0 <= end_weight <= 1.0:
+        raise ValueError(f"end_weight must be in [0, 1], got {end_weight}")
+    if start.shape != end.shape:
+        raise ValueError(
+            f"start and end features differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}"
+        )
+    return (1 - end_weight) * start + end_weight * end
