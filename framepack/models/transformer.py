@@ -171,7 +171,7 @@ class PackedTransformer(nn.Module):
         """
         b, _, t, h, w = latents.shape
         p = self.config.patch_size
-        x, cos, sin, n_noisy = self._embed_video(latents, latent_indices, context)  # (B, S, D), (B|1, S, D/2)
+        x, cos, sin, n_noisy = self.embed_video(latents, latent_indices, context)  # (B, S, D), (B|1, S, D/2)
         timestep = timestep.expand(b) if timestep.ndim == 0 else timestep
         if guidance is not None and guidance.ndim == 0:
             guidance = guidance.expand(b)
@@ -201,7 +201,7 @@ class PackedTransformer(nn.Module):
             return checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def _embed_video(
+    def embed_video(
         self, latents: Tensor, latent_indices: Tensor, context: PackedContext | None
     ) -> tuple[Tensor, Tensor, Tensor, int]:
         """Tokens and RoPE tables of `[levels... | noisy]`.
