@@ -118,8 +118,9 @@ class PackedTransformer(nn.Module):
         """Add a context level with patchify `kernel`, initialised from an existing projection.
 
         The source kernel is upsampled by nearest neighbour and divided by the volume ratio, the
-        bias copied (Sec. 2; released: proj_2x = repeat(proj, 2,2,2) / 8), so the new level starts
-        as the average of the source embedding over its window. `init_from` defaults to the
+        bias copied (Sec. 2; released: proj_2x = repeat(proj, 2,2,2) / 8), so the new level maps
+        a nearest-upsampled video exactly as the source maps the original: it starts as a
+        smooth average of the trained embedding. `init_from` defaults to the
         largest existing kernel that divides `kernel`.
         """
         if self.clean_x_embedder is None:
