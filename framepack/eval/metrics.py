@@ -29,7 +29,7 @@ from framepack.video import to_uint8_frames
 
 HISTOGRAM_BINS = 8  # per channel; 8**3 = 512 joint bins
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_CHUNK = 32  # frames per chunk
+_CHUNK_PIXELS = 1 << 20  # pixels per chunk: keeps temporaries in cache-friendly sizes
 
 
 def as_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -37,14 +37,22 @@ def as_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     return to_uint8_frames(frames)
 
 
-def _chunks(frames: np.ndarray, size: int = _CHUNK) -> Iterator[np.ndarray]:
+def _chunk_size(frames: np.ndarray) -> int:
+    return max(1, _CHUNK_PIXELS // max(1, frames.shape[1] * frames.shape[2]))
+
+
+def _chunks(frames: np.ndarray) -> Iterator[np.ndarray]:
+    size = _chunk_size(frames)
     for start in range(0, len(frames), size):
         yield frames[start : start + size]
 
 
 def luminance_map(frames: np.ndarray) -> np.ndarray:
     """Rec. 601 luma of `uint8 (F, H, W, 3)` -> float32 `(F, H, W)`, 0..255."""
-    return frames.astype(np.float32) @ _LUMA
+    y = frames[..., 0] * _LUMA[0]
+    y += frames[..., 1] * _LUMA[1]
+    y += frames[..., 2] * _LUMA[2]
+    return y
 
 
 def sharpness(frames: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -55,10 +63,11 @@ def sharpness(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     out = []
     for chunk in _chunks(frames):
         y = luminance_map(chunk)
-        lap = (
-            y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
-        )  # (f, H-2, W-2)
-        out.append(lap.reshape(len(chunk), -1).astype(np.float64).var(axis=1))
+        lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1]  # (f, H-2, W-2) 4-neighbour Laplacian
+        lap += y[:, 1:-1, :-2]
+        lap += y[:, 1:-1, 2:]
+        lap -= 4 * y[:, 1:-1, 1:-1]
+        out.append(lap.reshape(len(chunk), -1).var(axis=1, dtype=np.float64))
     return np.concatenate(out)
 
 
@@ -73,25 +82,25 @@ def saturation(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     frames = as_frames(frames)
     out = []
     for chunk in _chunks(frames):
-        hi = chunk.max(axis=-1).astype(np.float32)
-        lo = chunk.min(axis=-1).astype(np.float32)
-        s = np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
+        r, g, b = chunk[..., 0], chunk[..., 1], chunk[..., 2]
+        hi = np.maximum(np.maximum(r, g), b)
+        lo = np.minimum(np.minimum(r, g), b)
+        s = np.divide((hi - lo).astype(np.float32), hi, out=np.zeros(hi.shape, np.float32), where=hi > 0)
         out.append(s.mean(axis=(1, 2), dtype=np.float64))
     return np.concatenate(out)
 
 
 def color_histograms(frames: np.ndarray | torch.Tensor, bins: int = HISTOGRAM_BINS) -> np.ndarray:
-    """Normalised joint RGB histograms, float64 `(F, bins**3)`; `bins` must divide 256."""
+    """Normalised joint RGB histograms, float64 `(F, bins**3)`; `bins` a power of 2 up to 32."""
     frames = as_frames(frames)
-    if bins < 1 or 256 % bins:
-        raise ValueError(f"bins must divide 256 (1, 2, 4, ..., 256), got {bins}")
-    width = 256 // bins
+    if bins < 1 or bins & (bins - 1) or bins > 32:
+        raise ValueError(f"bins must be a power of 2 up to 32 (1, 2, 4, 8, 16, 32), got {bins}")
+    shift, bits = (256 // bins).bit_length() - 1, bins.bit_length() - 1
     out = []
     for chunk in _chunks(frames):
-        q = (chunk // width).astype(np.int64)  # (f, H, W, 3) bin per channel
-        index = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-        index = index.reshape(len(chunk), -1) + np.arange(len(chunk))[:, None] * bins**3
-        counts = np.bincount(index.ravel(), minlength=len(chunk) * bins**3).reshape(len(chunk), -1)
+        q = (chunk >> shift).astype(np.uint16)  # (f, H, W, 3) bin per channel
+        index = (q[..., 0] << 2 * bits) | (q[..., 1] << bits) | q[..., 2]  # (f, H, W) joint bin
+        counts = np.stack([np.bincount(i.ravel(), minlength=bins**3) for i in index])
         out.append(counts / counts.sum(axis=1, keepdims=True))
     return np.concatenate(out)
 
@@ -113,8 +122,9 @@ def motion(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     """Mean absolute difference between consecutive frames, float64 `(F - 1,)`, 0..255."""
     frames = as_frames(frames)
     out = []
-    for start in range(0, len(frames) - 1, _CHUNK):
-        a = frames[start : start + _CHUNK + 1].astype(np.int16)
+    size = _chunk_size(frames)
+    for start in range(0, len(frames) - 1, size):
+        a = frames[start : start + size + 1].astype(np.int16)
         out.append(np.abs(np.diff(a, axis=0)).mean(axis=(1, 2, 3), dtype=np.float64))
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -174,7 +184,7 @@ def palette_share(frames: np.ndarray | torch.Tensor, palette: np.ndarray | list,
     frames = as_frames(frames)
     colors = np.asarray(palette, dtype=np.int16).reshape(-1, 3)
     hits = total = 0
-    for chunk in _chunks(frames, 8):
+    for chunk in _chunks(frames):
         pixels = chunk.reshape(-1, 1, 3).astype(np.int16)  # (N, 1, 3)
         near = (np.abs(pixels - colors[None]).max(axis=-1) <= tol).any(axis=1)  # (N,)
         hits += int(near.sum())
