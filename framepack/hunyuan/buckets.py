@@ -92,7 +92,13 @@ def resize_and_center_crop(image: np.ndarray | Image.Image, height: int, width: 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1] (x / 127.5 - 1, as the official demo)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).float().div(127.5).sub(1).permute(2, 0, 1)[None]
+    return (
+        torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        .float()
+        .div(127.5)
+        .sub(1)
+        .permute(2, 0, 1)[None]
+    )
 
 
 def prepare_image(

@@ -68,8 +68,8 @@ class TeaCache:
             compute = True
             self.accumulated = 0.0
         else:
-            rel = (modulated - self.previous).abs().mean() / self.previous.abs().mean()
-            self.accumulated += rescale(float(rel))
+            rel = (modulated.detach() - self.previous).abs().mean() / self.previous.abs().mean()
+            self.accumulated += rescale(rel.item())
             compute = self.accumulated >= self.threshold
             if compute:
                 self.accumulated = 0.0
