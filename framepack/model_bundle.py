@@ -1,0 +1,166 @@
+"""A model bundle: everything the pipeline needs to generate with a trained small model.
+
+Directory layout (the bundled demo model lives in `framepack/assets/demo/`):
+
+    framepack.json                 format, fps, frame size, window, schedule, sampling defaults,
+                                   layouts trained, model card, training summary
+    codec.json                     `Codec.config()`; rebuilt with `codec_from_config`
+    transformer/config.json        diffusers-format `PackedTransformer` (`from_pretrained`)
+    transformer/diffusion_pytorch_model.safetensors
+    text_encoder/{vocab.json, config.json, model.safetensors}   the `VocabEncoder`
+    README.md                      the model card as prose (optional)
+
+`load_bundle(path) -> Bundle` rebuilds the three modules; `save_bundle` writes them. No pickles:
+tensors in safetensors, everything else in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from framepack.codecs.base import Codec, codec_from_config
+from framepack.errors import UserError
+from framepack.models import PackedTransformer
+from framepack.text.vocab import VocabEncoder
+
+FORMAT = "framepack-bundle"
+VERSION = 1
+META_NAME = "framepack.json"
+CODEC_NAME = "codec.json"
+TRANSFORMER_DIR = "transformer"
+TEXT_DIR = "text_encoder"
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    """The generation settings stored in `framepack.json`.
+
+    fps:          frames per second the model was trained at.
+    height, width: frame size in pixels.
+    window:       latent frames per generated section (codec.num_frames(window) pixel frames).
+    schedule:     the packing schedule spec (`framepack.packing.parse_schedule`).
+    anchors:      what sits uncompressed in the 1x level besides history ("start": the start frame).
+    pad:          how missing history is filled ("zeros", like the released history buffer).
+    layouts:      sampling layouts the model was trained for ("forward", "inverted", "endpoints").
+    default_plan: the plan `framepack generate` uses by default.
+    steps, shift, sampler: sampling defaults (flow-matching steps, time shift, sampler name).
+    guidance:     distilled guidance value, or None when the model has no guidance embedding.
+    cfg_scale:    default classifier-free guidance (1.0 = off).
+    default_prompt: a caption the model knows, for the default example.
+    model_card:   free-form facts (training command, wall time, data seeds, measurements).
+    training:     the resolved training config and progress (steps, samples).
+    """
+
+    fps: float
+    height: int
+    width: int
+    window: int
+    schedule: str
+    anchors: str = "start"
+    pad: str = "zeros"
+    layouts: tuple[str, ...] = ("forward", "inverted", "endpoints")
+    default_plan: str = "inverted"
+    steps: int = 25
+    shift: float = 1.0
+    sampler: str = "unipc"
+    guidance: float | None = None
+    cfg_scale: float = 1.0
+    default_prompt: str = ""
+    model_card: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["layouts"] = list(self.layouts)
+        return {"format": FORMAT, "version": VERSION, **data}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BundleMeta:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a framepack bundle: format is {data.get('format')!r}, expected {FORMAT!r}")
+        if int(data.get("version", 0)) > VERSION:
+            raise ValueError(f"bundle version {data['version']} is newer than this framepack ({VERSION})")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["layouts"] = tuple(known.get("layouts", ()))
+        return cls(**known)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the three modules and the generation settings."""
+
+    transformer: PackedTransformer
+    text_encoder: VocabEncoder
+    codec: Codec
+    meta: BundleMeta
+    path: Path
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    return (Path(path) / META_NAME).is_file()
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    transformer: PackedTransformer,
+    text_encoder: VocabEncoder,
+    codec: Codec,
+    meta: BundleMeta,
+    card: str | None = None,
+) -> Path:
+    """Write a bundle directory (replacing one that is there) via a temporary sibling + rename."""
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    transformer.save_pretrained(tmp / TRANSFORMER_DIR)
+    text_encoder.save(tmp)
+    (tmp / CODEC_NAME).write_text(json.dumps(codec.config(), indent=2) + "\n")
+    (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+    if card is not None:
+        (tmp / "README.md").write_text(card)
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def load_meta(path: str | os.PathLike) -> BundleMeta:
+    meta_path = Path(path) / META_NAME
+    if not meta_path.is_file():
+        raise UserError(
+            f"{path} is not a model bundle (no {META_NAME}); pass a folder written by framepack train"
+        )
+    try:
+        return BundleMeta.from_json(json.loads(meta_path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{meta_path}: {err}") from None
+
+
+def load_bundle(
+    path: str | os.PathLike, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Bundle:
+    """Load a bundle; modules are in eval mode on `device` (CPU default), the transformer in `dtype`."""
+    root = Path(path)
+    meta = load_meta(root)
+    codec = codec_from_config(json.loads((root / CODEC_NAME).read_text()))
+    transformer = PackedTransformer.from_pretrained(root / TRANSFORMER_DIR, dtype=dtype, device=device)
+    text_encoder = VocabEncoder.load(root, device=device).eval()
+    return Bundle(transformer.eval(), text_encoder, codec, meta, root)
+
+
+def demo_path() -> Path:
+    """The bundled demo model (`framepack/assets/demo`)."""
+    return Path(__file__).parent / "assets" / "demo"

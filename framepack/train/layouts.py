@@ -1,0 +1,147 @@
+"""Training-time contexts: which true frames a section sees, in the three sampling layouts.
+
+One model learns all three layouts of the paper (Sec. 3), drawn at random per micro-batch:
+
+- "forward" (vanilla / F1): the start frame and the most recent frames *before* the section;
+- "inverted" (inverted anti-drifting, image-to-video): the start frame and the frames *after*
+  the section, nearest first (the released inverted model's `post, 2x, 4x` history);
+- "endpoints" (anti-drifting, endpoints first): the start frame and frames on *both* sides,
+  ranked by their distance to the section.
+
+The start frame (latent 0, the user's image) is always in context as a 1x anchor, like the
+released `clean_latents = [start, post]`. Context frames are true frames of the clip, optionally
+with Gaussian noise of std `history_noise` (the paper's noise-on-history baseline, Sec. 4).
+The frames are packed with the run's schedule (`framepack.packing.pack`, time-proximity ranking):
+the frames nearest the section get the finest levels, missing ones are zero latents (as the
+released history buffer that starts as zeros). All frame indices are true times in latent frames, so RoPE sees
+the real gaps (a section of the inverted layout sits far from its start frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from framepack.packing import PackedContext, PackedLevel, Schedule, pack
+
+LAYOUTS = ("forward", "inverted", "endpoints")
+
+
+@dataclass(frozen=True)
+class SectionLayout:
+    """Where a section sits in a clip of `length` latent frames and which frames it sees.
+
+    start:   first latent frame of the section (>= 1; latent 0 is the start frame).
+    window:  latent frames in the section.
+    history: latent frames the section may see, in time order (the start frame excluded).
+    """
+
+    layout: str
+    length: int
+    start: int
+    window: int
+    history: tuple[int, ...]
+
+    @property
+    def section(self) -> range:
+        return range(self.start, self.start + self.window)
+
+
+def section_range(layout: str, length: int, window: int) -> tuple[int, int]:
+    """Inclusive range of section starts for `layout` in a clip of `length` latents.
+
+    Every section leaves room for the start frame before it; "endpoints" also keeps at least
+    one frame on each side when the clip allows it.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if length < window + 1:
+        raise ValueError(f"clip of {length} latents is too short for a window of {window} plus a start frame")
+    lo, hi = 1, length - window
+    if layout == "endpoints" and hi - 1 >= lo + 1:
+        lo, hi = lo + 1, hi - 1
+    return lo, hi
+
+
+def history_indices(layout: str, length: int, start: int, window: int) -> tuple[int, ...]:
+    """The clip's latent frames a section may see, in time order (the start frame 0 excluded).
+
+    forward: 1 .. start-1; inverted: start+window .. length-1; endpoints: both. `pack` ranks
+    them by time distance to the section, so the nearest frames get the finest levels.
+    """
+    before = tuple(range(1, start))
+    after = tuple(range(start + window, length))
+    if layout == "forward":
+        return before
+    if layout == "inverted":
+        return after
+    if layout == "endpoints":
+        return before + after
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+# Zero-padding frames continue the history on the side where a sampler's history buffer lies.
+PAD_SIDE = {"forward": "before", "inverted": "after", "endpoints": "auto"}
+
+
+def draw_layout(
+    layouts: tuple[str, ...], length: int, window: int, generator: torch.Generator
+) -> SectionLayout:
+    """Pick a layout uniformly from `layouts` and a section start uniformly in its range."""
+    layout = layouts[int(torch.randint(len(layouts), (1,), generator=generator))]
+    lo, hi = section_range(layout, length, window)
+    start = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    return SectionLayout(layout, length, start, window, history_indices(layout, length, start, window))
+
+
+def build_context(
+    clip: Tensor,
+    lay: SectionLayout,
+    schedule: Schedule,
+    history_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[PackedContext, Tensor, Tensor]:
+    """Pack one sample's context from the true latents of its clip.
+
+    clip: (1, C, T, h, w) latents of the whole clip. Returns the packed context (batch 1), the
+    target latents (1, C, window, h, w) and their frame indices (1, window) int64. The start
+    frame (latent 0) is a clean 1x anchor; history frames get N(0, history_noise^2) noise.
+    """
+    history_idx = torch.tensor([lay.history], dtype=torch.int64).reshape(1, -1)  # (1, N)
+    history = clip[:, :, list(lay.history)]  # (1, C, N, h, w)
+    if history_noise > 0 and history.shape[2] > 0:
+        noise = torch.randn(history.shape, generator=generator, dtype=history.dtype)
+        history = history + history_noise * noise
+    target_idx = torch.arange(lay.start, lay.start + lay.window, dtype=torch.int64)[None]  # (1, window)
+    context = pack(
+        history,
+        history_idx,
+        target_idx,
+        schedule,
+        anchors=clip[:, :, :1],
+        anchor_indices=torch.zeros(1, 1, dtype=torch.int64),
+        pad="zeros",
+        pad_side=PAD_SIDE[lay.layout],
+    )
+    return context, clip[:, :, lay.start : lay.start + lay.window], target_idx
+
+
+def stack_contexts(contexts: list[PackedContext]) -> PackedContext:
+    """Concatenate batch-1 contexts with the same level layout along the batch axis."""
+    first = contexts[0]
+    for ctx in contexts[1:]:
+        shapes = [(lv.kernel, lv.num_frames) for lv in ctx.levels]
+        if shapes != [(lv.kernel, lv.num_frames) for lv in first.levels]:
+            raise ValueError("contexts must have the same levels and frame counts to be batched")
+    return PackedContext(
+        tuple(
+            PackedLevel(
+                lv.kernel,
+                torch.cat([c.levels[i].latents for c in contexts]),
+                torch.cat([c.levels[i].indices for c in contexts]),
+            )
+            for i, lv in enumerate(first.levels)
+        )
+    )

@@ -1,0 +1,442 @@
+"""The training loop: set up, resume, then loop (status, snapshot, step), as in EDM2.
+
+One model learns the forward, inverted and endpoints layouts (framepack.train.layouts) with
+the flow-matching loss (framepack.train.loss). Progress is counted in optimizer steps of
+`config.batch_size` samples. Everything a step draws is keyed by (seed, step, micro-batch), and
+checkpoints hold the model, EMA, optimizer and RNG states, so `--resume` reproduces the loss
+sequence of an uninterrupted run bit for bit (same hardware, process count and threads).
+
+Run directory:
+    config.json            the resolved TrainConfig
+    model/                 the initial model as a bundle (architecture, codec, vocabulary)
+    checkpoints/step-N.*   safetensors + JSON, written atomically every `checkpoint_every` steps
+    log.jsonl              one line per step: step, loss, lr, samples, seconds
+    loss.png               the loss curve (refreshed at every status)
+    bundle/                the EMA weights as a model bundle, written at the end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
+from tqdm import tqdm
+
+from framepack.codecs.base import Codec, codec_from_config
+from framepack.errors import UserError
+from framepack.model_bundle import BundleMeta, is_bundle, load_bundle, save_bundle
+from framepack.text.vocab import Vocabulary
+from framepack.train.checkpoint import (
+    Checkpoint,
+    atomic_write_json,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from framepack.train.components import Denoiser, build_denoiser, schedule_kernels, schedule_of
+from framepack.train.config import TrainConfig
+from framepack.train.data import ClipSource, draw_micro_batches, make_source
+from framepack.train.distributed import Distributed, wrap
+from framepack.train.ema import EMA, ema_beta
+from framepack.train.loss import flow_matching_loss
+from framepack.train.plot import plot_loss
+
+CODEC_FIT_CLIPS = 32  # training clips used to fit the pixel codec's normalisation
+VOCAB_SCRIPTS = 4000  # training scripts whose captions make the vocabulary
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over `warmup_steps`, then constant (the EMA does the averaging)."""
+    if config.warmup_steps == 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_codec(config: TrainConfig, source: ClipSource) -> Codec:
+    """The configured codec; the pixel codec's normalisation is fitted on the first clips."""
+    codec = codec_from_config(dict(config.codec))
+    if config.fit_codec and hasattr(codec, "fit_normalisation"):
+        clips = (source.clip(i)[0] for i in range(min(CODEC_FIT_CLIPS, len(source))))
+        codec = codec.fit_normalisation(clips)
+    return codec
+
+
+def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None = None) -> BundleMeta:
+    return BundleMeta(
+        fps=config.data.fps,
+        height=config.data.size,
+        width=config.data.size,
+        window=config.window,
+        schedule=config.schedule,
+        layouts=config.layouts,
+        default_plan="inverted" if "inverted" in config.layouts else config.layouts[0],
+        shift=config.sigma_shift,
+        model_card=dict(card or {}),
+        training={"config": config.to_dict(), "steps": step, "samples": step * config.batch_size},
+    )
+
+
+def load_init(path: Path, add_levels: Sequence[tuple[int, int, int]]) -> Denoiser:
+    """Weights to finetune from: a bundle, a run directory (its latest EMA) or a diffusers dir."""
+    if (path / "config.json").is_file() and (path / "model").is_dir():  # a run directory
+        bundle = load_bundle(path / "model")
+        model = Denoiser(bundle.transformer.train(), bundle.text_encoder.train())
+        ckpt = latest_checkpoint(path / "checkpoints")
+        if ckpt is None:
+            raise UserError(f"run directory {path} has no checkpoint yet; pass a bundle or a finished run")
+        model.load_state_dict(load_checkpoint(ckpt).ema)
+    elif is_bundle(path):
+        bundle = load_bundle(path)
+        model = Denoiser(bundle.transformer.train(), bundle.text_encoder.train())
+    else:
+        raise UserError(
+            f"--init {path}: not a framepack bundle or run directory; for a diffusers transformer "
+            "alone use init_transformer() from Python (the prompt encoder must match its text width)"
+        )
+    for kernel in add_levels:
+        model.transformer.add_clean_level(tuple(kernel))
+    return model
+
+
+def check_kernels(model: Denoiser, config: TrainConfig) -> None:
+    have = set(model.transformer.config.clean_kernels)
+    missing = [k for k in schedule_kernels(schedule_of(config)) if k not in have]
+    if missing:
+        spec = " ".join("--add-level " + ",".join(map(str, k)) for k in missing)
+        raise UserError(
+            f"schedule {config.schedule!r} needs context levels {missing} the model lacks; add {spec}"
+        )
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a kill
+            rows.append(json.loads(line))
+    return rows
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep only log lines up to `step` (a killed run may have logged past its checkpoint)."""
+    rows = [r for r in read_log(path) if r["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def full_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """Full (unsharded) model and optimizer state dicts, keyed by parameter names."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(module, optimizer, options=options)
+
+
+def full_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Gather DTensors (FSDP shards) into ordinary CPU tensors."""
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu() for k, v in state.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------
+
+
+def _no_sync(wrapped: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Skip gradient all-reduce on all but the last backward of a step."""
+    if sync:
+        return contextlib.nullcontext()
+    if hasattr(wrapped, "no_sync"):
+        return wrapped.no_sync()
+    if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+
+        @contextlib.contextmanager
+        def paused():
+            wrapped.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                wrapped.set_requires_gradient_sync(True)
+
+        return paused()
+    return contextlib.nullcontext()
+
+
+def train_step(
+    config: TrainConfig,
+    env: Distributed,
+    wrapped: nn.Module,
+    model: Denoiser,
+    optimizer: torch.optim.Optimizer,
+    source: ClipSource,
+    codec: Codec,
+    step: int,
+) -> float:
+    """One optimizer step over the global batch; returns the global mean loss."""
+    schedule = schedule_of(config)
+    micro_count = config.batch_size // config.micro_batch
+    mine = list(range(env.rank, micro_count, env.world))
+    batches = [
+        mb for index in mine for mb in draw_micro_batches(config, source, codec, schedule, step, index)
+    ]
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), dtype=torch.float64)
+    # Every backward weighs a sample by world / batch_size, so the all-reduced (averaged)
+    # gradient is the mean over the global batch, whatever the process count.
+    scale = env.world / config.batch_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    autocast = (
+        torch.autocast(env.device.type, dtype=torch.bfloat16)
+        if config.dtype == "bfloat16"
+        else contextlib.nullcontext()
+    )
+    for i, mb in enumerate(batches):
+        ids, mask = model.text_encoder.tokenize_batch(mb.captions)
+        ids, mask = ids.to(env.device), mask.to(env.device)
+        context = mb.context.to(env.device)
+        indices = mb.target_indices.to(env.device)
+
+        def velocity(x: Tensor, sigma: Tensor) -> Tensor:
+            return wrapped(x, sigma, ids, mask, indices, context)  # noqa: B023
+
+        with _no_sync(wrapped, i == len(batches) - 1), autocast:
+            per_sample = flow_matching_loss(
+                velocity, mb.target.to(env.device), mb.noise.to(env.device), mb.sigma.to(env.device)
+            )  # (m,)
+            # A zero-weight touch of every parameter keeps the graph the same whatever the layout
+            # (a level absent from a sample still gets a zero gradient), as DDP requires.
+            ghost = sum(p.flatten()[0] for p in params) * 0.0
+            (per_sample.sum() * scale + ghost).backward()
+        total += per_sample.detach().double().sum().cpu()
+    total = env.all_reduce_sum(total)
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step)
+    optimizer.step()
+    return float(total / config.batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    init: str | Path | None = None,
+    add_levels: Sequence[tuple[int, int, int]] = (),
+    progress: bool = True,
+) -> Path:
+    """Train (or resume, or finetune) and return the run directory. See the module docstring."""
+    paths = RunPaths(Path(run_dir))
+    env = Distributed.from_env()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.batch_size // config.micro_batch % env.world:
+        raise UserError(
+            f"batch_size/micro_batch = {config.batch_size // config.micro_batch} micro-batches cannot be "
+            f"split over {env.world} processes; make it a multiple of the process count"
+        )
+
+    # -- set up ---------------------------------------------------------------------------------
+    fresh = not (resume and paths.config.is_file())
+    if fresh:
+        if paths.root.exists() and any(paths.root.iterdir()) and not resume:
+            raise UserError(
+                f"run directory {paths.root} is not empty; pass --resume to continue it or pick a new --out"
+            )
+        env.barrier()
+        if env.is_main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(paths.config, config.to_dict())
+    codec_probe = codec_from_config(dict(config.codec))
+    source = make_source(config, codec_probe.num_frames(config.data.clip_latents))
+    if fresh:
+        if init is not None:
+            model = load_init(Path(init), add_levels)
+            codec = load_bundle(Path(init) / "model" if (Path(init) / "model").is_dir() else Path(init)).codec
+        else:
+            codec = fit_codec(config, source)
+            vocab = Vocabulary.build(source.captions(VOCAB_SCRIPTS))
+            model = build_denoiser(config, codec, vocab)
+        check_kernels(model, config)
+        if env.is_main:
+            save_bundle(paths.model, model.transformer, model.text_encoder, codec, bundle_meta(config))
+        env.barrier()
+    else:
+        initial = load_bundle(paths.model)
+        codec = initial.codec
+        model = Denoiser(initial.transformer, initial.text_encoder)
+    model.train().to(env.device)
+    ema = EMA(model)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=config.weight_decay
+    )
+    wrapped = wrap(model, env, config.strategy)
+
+    # -- resume ---------------------------------------------------------------------------------
+    step = 0
+    counters: dict[str, Any] = {"skipped_files": {}}
+    latest = latest_checkpoint(paths.checkpoints) if not fresh else None
+    if latest is not None:
+        ckpt = load_checkpoint(latest, restore_global_rng=True)
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=ckpt.model,
+            optim_state_dict=ckpt.optimizer,
+            options=StateDictOptions(full_state_dict=True),
+        )
+        ema.load_state_dict(ckpt.ema)
+        step, counters = ckpt.step, ckpt.state.get("counters", counters)
+        if env.is_main:
+            truncate_log(paths.log, step)
+    elif env.is_main:
+        truncate_log(paths.log, 0)
+    env.barrier()
+
+    # -- loop -----------------------------------------------------------------------------------
+    history = read_log(paths.log) if env.is_main else []
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        unit="step",
+        disable=not (progress and env.is_main),
+        dynamic_ncols=True,
+    )
+    start_time, start_step = time.perf_counter(), step
+    log_file = paths.log.open("a") if env.is_main else None
+    try:
+        while True:
+            done = step >= config.steps
+            # status
+            if env.is_main and history and (step % config.log_every == 0 or done):
+                recent = [r["loss"] for r in history[-config.log_every :]]
+                rate = (step - start_step) * config.batch_size / max(time.perf_counter() - start_time, 1e-9)
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", samples_per_s=f"{rate:.1f}")
+                plot_loss([r["step"] for r in history], [r["loss"] for r in history], paths.plot)
+            # snapshot
+            if step > start_step and (step % config.checkpoint_every == 0 or done):
+                counters["skipped_files"] = getattr(source, "skipped", {})
+                model_state, optim_state = full_state(model, optimizer)
+                ema_state = full_tensors(ema.state_dict())
+                if env.is_main:
+                    log_file.flush()
+                    ckpt = Checkpoint(
+                        step, full_tensors(model_state), ema_state, optim_state,
+                        {"samples": step * config.batch_size, "counters": counters},
+                    )  # fmt: skip
+                    save_checkpoint(paths.checkpoints, ckpt)
+                    prune_checkpoints(paths.checkpoints, config.keep_checkpoints)
+                env.barrier()
+            if done:
+                break
+            # step
+            loss = train_step(config, env, wrapped, model, optimizer, source, codec, step)
+            if not math.isfinite(loss):
+                raise RuntimeError(f"loss became {loss} at step {step}; lower lr or check the data")
+            ema.update(
+                model,
+                ema_beta(
+                    step * config.batch_size,
+                    config.batch_size,
+                    config.ema_halflife_samples,
+                    config.ema_rampup,
+                ),
+            )
+            step += 1
+            if env.is_main:
+                row = {
+                    "step": step,
+                    "loss": loss,
+                    "lr": learning_rate(config, step - 1),
+                    "samples": step * config.batch_size,
+                    "seconds": round(time.perf_counter() - start_time, 3),
+                }
+                log_file.write(json.dumps(row) + "\n")
+                history.append(row)
+            bar.update(1)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+
+    if env.is_main:
+        export_bundle(paths.root, paths.bundle)
+    env.barrier()
+    return paths.root
+
+
+def export_bundle(
+    run_dir: str | Path, out: str | Path, card: dict[str, Any] | None = None, readme: str | None = None
+) -> Path:
+    """Write the latest checkpoint's EMA weights as a model bundle at `out`."""
+    paths = RunPaths(Path(run_dir))
+    latest = latest_checkpoint(paths.checkpoints)
+    if latest is None:
+        raise UserError(f"{paths.root} has no checkpoint to export; train first")
+    config = TrainConfig.from_dict(json.loads(paths.config.read_text()))
+    initial = load_bundle(paths.model)
+    model = Denoiser(initial.transformer, initial.text_encoder)
+    ckpt = load_checkpoint(latest)
+    model.load_state_dict(ckpt.ema)
+    return save_bundle(
+        out,
+        model.transformer,
+        model.text_encoder,
+        initial.codec,
+        bundle_meta(config, ckpt.step, card),
+        readme,
+    )
