@@ -71,6 +71,7 @@ def causal_num_latents(frames: int, time_factor: int) -> int:
 # codec with heavy dependencies (the HunyuanVideo VAE) costs nothing until it is used.
 CODEC_KINDS: dict[str, str] = {
     "pixel": "framepack.codecs.pixel:PixelCodec.from_config",
+    "autoencoder": "framepack.codecs.autoencoder:AutoencoderCodec.from_config",
     "hunyuan-vae": "framepack.hunyuan.vae:HunyuanVideoVAE.from_config",
 }
 
