@@ -95,6 +95,7 @@ class VideoFolder(torch.utils.data.Dataset):
         self.clips_per_video, self.seed, self.default_caption = clips_per_video, seed, default_caption
         self.videos: list[VideoInfo] = []
         self.skipped: list[Skipped] = []
+        self._broken: set[int] = set()  # videos that indexed fine but failed while reading
         pattern = "**/*" if recursive else "*"
         files = sorted(
             p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
@@ -126,9 +127,11 @@ class VideoFolder(torch.utils.data.Dataset):
             return self._skip(path, "unreadable", f"{type(err).__name__}: {err}")
         if info is None:
             return self._skip(path, "unreadable", "no frame could be decoded")
-        if info.span + 1e-6 < self.clip_seconds:
+        if info.last_time - info.first_time + 1e-6 < self.clip_seconds:
             return self._skip(
-                path, "too short", f"{info.span:.3f} s of frames < {self.clip_seconds:.3f} s needed"
+                path,
+                "too short",
+                f"{info.last_time - info.first_time:.3f} s of frames < {self.clip_seconds:.3f} s needed",
             )
         sidecar = path.with_suffix(".txt")
         caption = sidecar.read_text().strip() if sidecar.is_file() else self.default_caption
@@ -148,14 +151,18 @@ class VideoFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} clips")
-        # A file that fails while reading is reported and replaced by the next video, so one
-        # bad file never ends a run.
+        # A file that fails while reading (e.g. truncated after a header that promised more) is
+        # reported once, marked broken and replaced by the next video: one bad file never ends a run.
         for attempt in range(len(self.videos)):
-            video = self.videos[(index + attempt) % len(self.videos)]
+            v = (index + attempt) % len(self.videos)
+            if v in self._broken:
+                continue
+            video = self.videos[v]
             start = self.start_time(index) if attempt == 0 else 0.0
             try:
                 frames = read_clip(video, start, self.num_frames, self.fps, self.size)
             except Exception as err:
+                self._broken.add(v)
                 self._skip(video.path, "unreadable", f"while reading a clip: {type(err).__name__}: {err}")
                 continue
             pixels = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, F, H, W)
