@@ -204,7 +204,7 @@ def released_padding(slot: int, n: int) -> int:
 def make_plan(
     strategy: str,
     *,
-    sections: int,
+    sections: int | None = None,
     window: int = 9,
     mode: str = "general",
     start_image: bool = True,
@@ -212,10 +212,14 @@ def make_plan(
     existing: int = 0,
     anchors: Sequence[Anchor] = (),
     history_limit: int | None = None,
+    total: int | None = None,
 ) -> Plan:
     """Lay out the timeline and order its sections.
 
     sections:      new sections' worth of frames to generate (`sections * window` latent frames).
+    total:         instead of `sections`: the exact timeline length in latent frames, known
+                   frames included; a gap that is not a multiple of the window ends with a
+                   shorter section (general mode), so a video has exactly the frames asked for.
     window:        latent frames per section (released: 9).
     start_image:   frame 0 is a known image (image-to-video); False is text-to-video.
     end_image:     the last frame is a known image.
@@ -227,11 +231,21 @@ def make_plan(
 
     Raises ValueError naming the combination a strategy or mode cannot honour, and why.
     """
-    _check_arguments(strategy, sections, window, mode, existing, history_limit)
     prefix = existing if existing > 0 else int(start_image)
     anchors = tuple(sorted(anchors, key=lambda a: a.time))
     images = [a.time for a in anchors if a.image]
-    total = prefix + sections * window + len(images) + int(end_image)
+    fixed = prefix + len(images) + int(end_image)
+    if (sections is None) == (total is None):
+        raise ValueError("give exactly one of sections (count of new sections) or total (latent frames)")
+    if total is not None:
+        if total <= fixed:
+            raise ValueError(
+                f"total must exceed the {fixed} known frames (start, keyframes, end), got {total}"
+            )
+        sections = -(-(total - fixed) // window)
+    _check_arguments(strategy, sections, window, mode, existing, history_limit)
+    if total is None:
+        total = fixed + sections * window
     _check_anchors(anchors, prefix, total - int(end_image))
     known = sorted({*range(prefix), *images, *([total - 1] if end_image else [])})
     spans = _split(total, set(known), window)

@@ -1,0 +1,109 @@
+"""`framepack generate`: an image (or nothing) and a prompt in, a long video out.
+
+With no arguments it runs the bundled demo model on the bundled example image and prompt and
+writes `outputs/<timestamp>.mp4`. The work is done by `framepack.pipeline`, which the Python
+API uses too.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from framepack.options import PLANS, SAMPLERS, GenerationOptions, parse_keyframe
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("conditioning")
+    g.add_argument("--image", help="start image (image-to-video); default: the model's example image")
+    g.add_argument("--no-image", action="store_true", help="text-to-video: no start image")
+    g.add_argument("--prompt", help="one prompt for the whole video")
+    g.add_argument("--prompts", help="a prompt timeline, e.g. '0s: a man walks; 4s: he turns and waves'")
+    g.add_argument("--negative-prompt", default="", help="negative prompt (used when --cfg > 1)")
+    g.add_argument("--end-image", help="image the video should end on")
+    g.add_argument(
+        "--keyframe",
+        action="append",
+        default=[],
+        metavar="TIME=PATH",
+        help="keyframe image at a time in seconds (repeatable), e.g. --keyframe 4s=pose.png",
+    )
+    g.add_argument("--extend", metavar="VIDEO", help="continue this video (its frames become the history)")
+
+    g = p.add_argument_group("length and sampling")
+    g.add_argument("--seconds", type=float, default=5.0, help="video length in seconds (default 5)")
+    g.add_argument("--fps", type=int, help="frames per second (default: the model's)")
+    g.add_argument("--seed", type=int, default=31337, help="seed; same seed, same video (default 31337)")
+    g.add_argument("--steps", type=int, help="sampling steps per section (default: the model's)")
+    g.add_argument("--plan", choices=PLANS, help="section order (default: the model's)")
+    g.add_argument("--sampler", choices=SAMPLERS, default="unipc", help="sampler (default unipc)")
+    g.add_argument("--shift", type=float, help="sigma shift (default: the model's)")
+    g.add_argument("--guidance", type=float, help="distilled guidance (default: the model's)")
+    g.add_argument("--cfg", type=float, default=1.0, help="real classifier-free guidance scale (1 = off)")
+    g.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale in [0, 1]")
+
+    g = p.add_argument_group("model and device")
+    g.add_argument("--model", default="demo", help="demo (bundled), hunyuan-inverted, hunyuan-f1, or a PATH")
+    g.add_argument("--model-dir", help="folder (or Hugging Face cache) holding the released model parts")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    g.add_argument("--low-vram", action="store_true", help="stream transformer blocks (13B in ~6 GB)")
+    g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold (0 = off; e.g. 0.15)")
+    g.add_argument(
+        "--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (repeatable)"
+    )
+
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="output .mp4 (default outputs/<timestamp>.mp4)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument("--resume", action="store_true", help="finish an interrupted job writing --out")
+    g.add_argument("--preview", metavar="DIR", help="write a decoded preview of each step's estimate here")
+    g.add_argument("--crf", type=int, default=16, help="H.264 quality (0 best .. 51 worst, default 16)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def options_from_args(args: argparse.Namespace) -> GenerationOptions:
+    return GenerationOptions(
+        prompt=args.prompt,
+        prompts=args.prompts,
+        negative_prompt=args.negative_prompt,
+        image=args.image,
+        no_image=args.no_image,
+        end_image=args.end_image,
+        keyframes=[parse_keyframe(k) for k in args.keyframe],
+        extend=args.extend,
+        seconds=args.seconds,
+        fps=args.fps,
+        seed=args.seed,
+        steps=args.steps,
+        plan=args.plan,
+        sampler=args.sampler,
+        shift=args.shift,
+        guidance=args.guidance,
+        cfg=args.cfg,
+        cfg_rescale=args.cfg_rescale,
+        out=args.out,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        preview=args.preview,
+        crf=args.crf,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from framepack.pipeline import FramePackPipeline, LoadOptions
+
+    options = options_from_args(args)
+    options.validate()
+    load = LoadOptions(
+        model_dir=args.model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        low_vram=args.low_vram,
+        teacache=args.teacache,
+        loras=list(args.lora),
+    )
+    pipe = FramePackPipeline.from_pretrained(args.model, load)
+    result = pipe.generate(options, progress=not args.quiet)
+    state = "stopped early; resume with --resume" if result.stopped else "done"
+    print(f"{result.path} ({result.frames} frames, {result.seconds:.2f} s, {state})")
+    return 0

@@ -1,0 +1,176 @@
+"""What a generation needs from a model, independent of which model it is.
+
+`Components` bundles the packed transformer, the codec (pixels <-> latents), the prompt encoder,
+an optional image encoder and a `ModelSpec` of defaults (fps, window, plan, steps...). The
+bundled demo model and the released HunyuanVideo checkpoints both load into it, so the
+generation loop has one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from framepack.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MODES = ("general", "released")
+BUILTIN_MODELS = ("demo", "hunyuan-inverted", "hunyuan-f1")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's generation defaults and layout.
+
+    fps:          frames per second the model was trained at.
+    window:       latent frames per section (released: 9 = 33 pixel frames).
+    mode:         "general" (true frame times, packed by `schedule`) or "released" (the official
+                  index layouts of the 13B checkpoints, SPEC sec. 5).
+    schedule:     packing schedule spec (`framepack.packing.parse_schedule`), general mode.
+    plan:         default section plan.
+    steps:        default sampling steps; shift: sigma shift (None: resolution-dependent, capped).
+    guidance:     distilled guidance (None: the model has no guidance embedding).
+    size:         (H, W) pixels for models with one size; None: resolution buckets.
+    max_anchor_gap: general mode: the start/keyframe anchors are placed at most this many latent
+                  frames before/after the section in RoPE time (None: true times). The released
+                  inverted layout caps the gap the same way with its padding (at most 3 windows).
+    """
+
+    name: str
+    fps: int = 30
+    window: int = 9
+    mode: str = "general"
+    schedule: str = "released-f1"
+    plan: str = "inverted"
+    steps: int = 25
+    shift: float | None = None
+    guidance: float | None = None
+    size: tuple[int, int] | None = None
+    bucket: int = 640
+    max_anchor_gap: int | None = None
+    example_image: str | None = None
+    example_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"ModelSpec.mode must be one of {MODES}, got {self.mode!r}")
+        if self.window < 1 or self.fps < 1 or self.steps < 1:
+            raise ValueError("ModelSpec.window, fps and steps must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model: where its parts are, on which device, in which dtype."""
+
+    model_dir: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    low_vram: bool = False
+    teacache: float = 0.0
+    loras: list[str] = field(default_factory=list)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise UserError(
+                f"--device {self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {self.device}: CUDA is not available here; use --device cpu")
+        return device
+
+
+ImageEncoder = Callable[[Tensor], Tensor]  # (B, 3, H, W) in [-1, 1] -> (B, N, D)
+
+
+@dataclass
+class Components:
+    """Everything the generation loop calls. `transformer(...)` follows docs/architecture.md."""
+
+    spec: ModelSpec
+    transformer: nn.Module
+    codec: Any  # framepack.codecs.base.Codec
+    prompt_encoder: Any  # framepack.text.base.PromptEncoder
+    image_encoder: ImageEncoder | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    source: str = ""
+
+
+def bundled_demo_path() -> Path:
+    return Path(__file__).parent / "assets" / "demo"
+
+
+def load_components(model: str, options: LoadOptions | None = None) -> Components:
+    """Load `demo`, `hunyuan-inverted`, `hunyuan-f1`, or a model folder (with framepack.json)."""
+    options = options or LoadOptions()
+    if model == "demo":
+        path = bundled_demo_path()
+        if not (path / "framepack.json").is_file():
+            raise UserError(
+                f"the bundled demo model is missing from {path}; reinstall framepack or pass --model PATH"
+            )
+        return _load_bundle(path, options)
+    if model in ("hunyuan-inverted", "hunyuan-f1"):
+        from framepack.hunyuan.components import load_hunyuan
+
+        return load_hunyuan(model, options)
+    path = Path(model)
+    if path.is_dir() and (path / "framepack.json").is_file():
+        return _load_bundle(path, options)
+    if path.exists():
+        raise UserError(
+            f"--model {model}: not a FramePack model folder (no framepack.json); for the released "
+            "checkpoints use --model hunyuan-inverted|hunyuan-f1 --model-dir DIR"
+        )
+    raise UserError(f"unknown model {model!r}; use one of {', '.join(BUILTIN_MODELS)} or a model folder")
+
+
+def _load_bundle(path: Path, options: LoadOptions) -> Components:
+    from framepack.model_bundle import load_bundle
+
+    device = options.torch_device()
+    dtype = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        options.dtype
+    ]
+    bundle = load_bundle(path, device=device)
+    spec_data = json.loads((path / "framepack.json").read_text())
+    spec = spec_from_json(spec_data, name=str(path))
+    transformer = bundle.transformer.to(device=device, dtype=dtype).eval()
+    prompt_encoder = bundle.text_encoder.to(device).eval()
+    return Components(
+        spec=spec,
+        transformer=transformer,
+        codec=bundle.codec,
+        prompt_encoder=prompt_encoder,
+        image_encoder=None,
+        device=device,
+        dtype=dtype,
+        source=str(path),
+    )
+
+
+def spec_from_json(data: dict[str, Any], name: str) -> ModelSpec:
+    """Build a ModelSpec from a bundle's `framepack.json` (its `generation` section if present)."""
+    gen = dict(data.get("generation", data))
+    known = {f for f in ModelSpec.__dataclass_fields__ if f != "name"}
+    kwargs = {k: v for k, v in gen.items() if k in known}
+    if kwargs.get("size") is not None:
+        kwargs["size"] = tuple(kwargs["size"])
+    if kwargs.get("example_image"):
+        kwargs["example_image"] = str((Path(name) / kwargs["example_image"]).resolve())
+    return ModelSpec(name=data.get("name", name), **kwargs)

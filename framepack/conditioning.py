@@ -1,0 +1,166 @@
+"""Turn a job's inputs (prompts, images, a video to extend) into model-ready conditioning.
+
+Everything here runs once per job, before the section loop: prompts are encoded once per
+timeline entry, images once each. Shapes: latents `(1, C, T, h, w)`, pixels `(1, 3, F, H, W)`
+in `[-1, 1]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from framepack.components import Components
+from framepack.errors import UserError
+from framepack.options import GenerationOptions
+from framepack.text.base import PromptEmbeds
+from framepack.timeline import PromptTimeline
+
+MIN_IMAGE_SIDE = 32
+MAX_ASPECT = 4.0
+
+
+@dataclass
+class Conditioning:
+    """Encoded inputs of one job.
+
+    prompts:      one PromptEmbeds (batch 1) per timeline entry; negative: for real CFG.
+    start:        (1, C, 1, h, w) start-image latent, or None (text-to-video).
+    end:          (1, C, 1, h, w) end-image latent, or None.
+    keyframes:    latent time -> (1, C, 1, h, w).
+    existing:     (1, C, T, h, w) latents of a video being extended, or None.
+    image_embeds: image-encoder tokens of the start image (and per keyframe), released models.
+    """
+
+    timeline: PromptTimeline
+    prompts: list[PromptEmbeds]
+    negative: PromptEmbeds | None
+    size: tuple[int, int]
+    start: Tensor | None = None
+    end: Tensor | None = None
+    keyframes: dict[int, Tensor] = field(default_factory=dict)
+    existing: Tensor | None = None
+    existing_frames: int = 0
+    image_embeds: Tensor | None = None
+    keyframe_embeds: dict[int, Tensor] = field(default_factory=dict)
+
+
+def check_image(image: np.ndarray, flag: str) -> None:
+    """Refuse images far too small or of extreme aspect ratio."""
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise UserError(f"{flag}: image is {w}x{h}; it must be at least {MIN_IMAGE_SIDE} pixels on each side")
+    if max(h, w) / min(h, w) > MAX_ASPECT:
+        raise UserError(
+            f"{flag}: image is {w}x{h}, an aspect ratio over {MAX_ASPECT:g}:1; crop it closer to the video's shape"
+        )
+
+
+def output_size(components: Components, image: np.ndarray | None) -> tuple[int, int]:
+    """(H, W) of the video: the model's fixed size, or the bucket nearest the start image."""
+    spec = components.spec
+    if spec.size is not None:
+        return spec.size
+    from framepack.hunyuan.buckets import nearest_bucket
+
+    if image is None:
+        return nearest_bucket(spec.bucket, spec.bucket, spec.bucket)
+    return nearest_bucket(image.shape[0], image.shape[1], spec.bucket)
+
+
+def to_pixels(image: np.ndarray, size: tuple[int, int]) -> Tensor:
+    """uint8 (H, W, 3) -> (1, 3, 1, H', W') in [-1, 1], resized and centre-cropped."""
+    from framepack.video import resize_center_crop
+
+    image = resize_center_crop(image, *size)
+    x = torch.from_numpy(np.array(image, copy=True)).float() / 127.5 - 1.0
+    return x.permute(2, 0, 1)[None, :, None]
+
+
+def encode_frames(components: Components, pixels: Tensor) -> Tensor:
+    """(1, 3, F, H, W) -> (1, C, T, h, w) latents on the CPU, float32."""
+    with torch.no_grad():
+        latents = components.codec.encode(pixels.to(components.device))
+    return latents.float().cpu()
+
+
+def encode_prompts(components: Components, prompts: list[str]) -> list[PromptEmbeds]:
+    with torch.no_grad():
+        return [components.prompt_encoder.encode([p]).to("cpu") for p in prompts]
+
+
+def prepare(components: Components, options: GenerationOptions) -> Conditioning:
+    """Read, check and encode the job's inputs. Raises UserError on bad input files."""
+    from framepack.video import read_image, read_video
+
+    spec = components.spec
+    image_path = options.image
+    if image_path is None and not options.no_image and options.extend is None:
+        image_path = spec.example_image
+    start_image = None
+    if image_path is not None:
+        start_image = read_image(image_path)
+        check_image(start_image, "--image")
+    size = output_size(components, start_image)
+
+    timeline = options.timeline(default_prompt=spec.example_prompt if options.image is None else "")
+    cond = Conditioning(
+        timeline=timeline,
+        prompts=encode_prompts(components, timeline.prompts),
+        negative=encode_prompts(components, [options.negative_prompt])[0] if options.cfg > 1 else None,
+        size=size,
+    )
+    if start_image is not None:
+        pixels = to_pixels(start_image, size)
+        cond.start = encode_frames(components, pixels)[:, :, :1]
+        cond.image_embeds = _image_embeds(components, pixels)
+    if options.end_image is not None:
+        end = read_image(options.end_image)
+        check_image(end, "--end-image")
+        cond.end = encode_frames(components, to_pixels(end, size))[:, :, :1]
+    fps = options.fps or spec.fps
+    for seconds, path in options.keyframes:
+        image = read_image(path)
+        check_image(image, f"--keyframe {seconds:g}={path}")
+        pixels = to_pixels(image, size)
+        t = latent_time(components, seconds, fps)
+        cond.keyframes[t] = encode_frames(components, pixels)[:, :, :1]
+        if components.image_encoder is not None:
+            cond.keyframe_embeds[t] = _image_embeds(components, pixels)
+    if options.extend is not None:
+        frames, _ = read_video(options.extend, fps=fps)
+        if len(frames) < 1:
+            raise UserError(f"--extend {options.extend}: the video has no frames")
+        clip = np.stack([_fit(f, size) for f in frames])
+        pixels = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+        keep = components.codec.num_frames(components.codec.num_latents(pixels.shape[2]))
+        if keep > pixels.shape[2]:  # causal codecs take 1 + k * time_factor frames: drop the oldest
+            keep = components.codec.num_frames(components.codec.num_latents(pixels.shape[2]) - 1)
+        pixels = pixels[:, :, pixels.shape[2] - keep :]
+        cond.existing = encode_frames(components, pixels)
+        cond.existing_frames = keep
+        if cond.image_embeds is None and components.image_encoder is not None:
+            cond.image_embeds = _image_embeds(components, pixels[:, :, -1:])
+    return cond
+
+
+def latent_time(components: Components, seconds: float, fps: float) -> int:
+    """The latent frame holding the pixel frame at `seconds` (causal: latent 0 = frame 0)."""
+    frame = round(seconds * fps)
+    return components.codec.num_latents(frame + 1) - 1
+
+
+def _fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from framepack.video import resize_center_crop
+
+    return resize_center_crop(frame, *size)
+
+
+def _image_embeds(components: Components, pixels: Tensor) -> Tensor | None:
+    if components.image_encoder is None:
+        return None
+    with torch.no_grad():
+        return components.image_encoder(pixels[:, :, 0].to(components.device)).float().cpu()

@@ -1,0 +1,118 @@
+"""What a user asks of one generation job, validated before any model is loaded.
+
+`GenerationOptions` is shared by the CLI, the Python pipeline and (later) the web UI, so every
+entry point refuses the same bad input with the same one-line message (`UserError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from framepack.errors import UserError
+from framepack.timeline import PromptTimeline, parse_timeline
+
+PLANS = ("forward", "inverted", "endpoints", "multi-endpoint")
+SAMPLERS = ("unipc", "euler")
+
+
+@dataclass
+class GenerationOptions:
+    """Options of one job. `None` means "the model's default" (see the model's `framepack.json`).
+
+    Times are in seconds of the output video; keyframes are `(seconds, image path)` pairs.
+    """
+
+    prompt: str | None = None
+    prompts: str | None = None  # a timeline "0s: ...; 4s: ..."; overrides `prompt`
+    negative_prompt: str = ""
+    image: str | None = None
+    end_image: str | None = None
+    keyframes: list[tuple[float, str]] = field(default_factory=list)
+    extend: str | None = None
+    seconds: float = 5.0
+    fps: int | None = None
+    seed: int = 31337
+    steps: int | None = None
+    plan: str | None = None
+    sampler: str = "unipc"
+    shift: float | None = None
+    guidance: float | None = None  # distilled guidance (released models: 10)
+    cfg: float = 1.0  # real classifier-free guidance; 1 = off
+    cfg_rescale: float = 0.0
+    out: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    preview: str | None = None
+    crf: int = 16
+    no_image: bool = False  # text-to-video: do not fall back to the model's example image
+
+    def timeline(self, default_prompt: str = "") -> PromptTimeline:
+        """The prompt timeline (a single prompt is a one-entry timeline)."""
+        if self.prompts is not None:
+            try:
+                return parse_timeline(self.prompts)
+            except ValueError as err:
+                raise UserError(f"--prompts: {err}") from None
+        return PromptTimeline.single(self.prompt if self.prompt is not None else default_prompt)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["keyframes"] = [[t, p] for t, p in self.keyframes]
+        return data
+
+    def validate(self) -> None:
+        """Check everything that needs no model; raises UserError with a one-line message."""
+        if not self.seconds > 0:
+            raise UserError(f"--seconds must be > 0, got {self.seconds:g}")
+        if self.seconds > 3600:
+            raise UserError(f"--seconds {self.seconds:g} is over one hour; ask for at most 3600")
+        if self.fps is not None and not 1 <= self.fps <= 120:
+            raise UserError(f"--fps must be between 1 and 120, got {self.fps}")
+        if self.steps is not None and not 1 <= self.steps <= 1000:
+            raise UserError(f"--steps must be between 1 and 1000, got {self.steps}")
+        if self.plan is not None and self.plan not in PLANS:
+            raise UserError(f"unknown plan {self.plan!r}; choose one of: {', '.join(PLANS)}")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if self.cfg < 1.0:
+            raise UserError(f"--cfg must be >= 1 (1 turns real guidance off), got {self.cfg:g}")
+        if not 0.0 <= self.cfg_rescale <= 1.0:
+            raise UserError(f"--cfg-rescale must be in [0, 1], got {self.cfg_rescale:g}")
+        if not 0 <= self.crf <= 51:
+            raise UserError(f"--crf must be between 0 and 51, got {self.crf}")
+        if self.shift is not None and not self.shift > 0:
+            raise UserError(f"--shift must be > 0, got {self.shift:g}")
+        self.timeline()  # syntax errors
+        if self.prompts is not None and self.timeline().entries[-1][0] >= self.seconds:
+            last = self.timeline().entries[-1][0]
+            raise UserError(f"--prompts: entry at {last:g}s starts after the video ends ({self.seconds:g}s)")
+        for path, flag in [
+            (self.image, "--image"),
+            (self.end_image, "--end-image"),
+            (self.extend, "--extend"),
+        ]:
+            if path is not None and not Path(path).is_file():
+                raise UserError(f"{flag}: no such file: {path}")
+        for time, path in self.keyframes:
+            if not 0 <= time <= self.seconds:
+                raise UserError(
+                    f"--keyframe {time:g}={path}: time is outside the video (0 to {self.seconds:g}s)"
+                )
+            if not Path(path).is_file():
+                raise UserError(f"--keyframe {time:g}={path}: no such file")
+        times = [t for t, _ in self.keyframes]
+        if len(set(times)) != len(times):
+            raise UserError("--keyframe: two keyframes at the same time; give each time once")
+
+
+def parse_keyframe(text: str) -> tuple[float, str]:
+    """`"4.5=path.png"` or `"4.5s=path.png"` -> `(4.5, "path.png")`."""
+    time, sep, path = text.partition("=")
+    if not sep or not path:
+        raise UserError(f"--keyframe {text!r}: expected TIME=PATH, e.g. --keyframe 4s=pose.png")
+    try:
+        seconds = float(time.strip().removesuffix("s"))
+    except ValueError:
+        raise UserError(f"--keyframe {text!r}: {time!r} is not a time in seconds, e.g. 4 or 4.5s") from None
+    return seconds, path

@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from framepack.errors import UserError
+from framepack.options import GenerationOptions
+from framepack.pipeline import FramePackPipeline
+from framepack.resume import StopFlag, resume_path
+from framepack.video import read_metadata, read_video
+
+from .pipeline_fixtures import tiny_components, write_image
+
+
+def make(tmp_path, **kw):
+    base = {"image": write_image(tmp_path / "start.png"), "seconds": 2.0, "out": str(tmp_path / "v.mp4")}
+    return GenerationOptions(**{**base, **kw})
+
+
+@pytest.mark.parametrize("plan", ["forward", "inverted", "endpoints"])
+def test_exact_frame_count_and_metadata(tmp_path, plan):
+    pipe = FramePackPipeline(tiny_components())
+    result = pipe.generate(make(tmp_path, plan=plan), progress=False)
+    frames, fps = read_video(result.path)
+    assert len(frames) == 16 == result.frames  # 2 s at 8 fps
+    assert fps == 8
+    meta = read_metadata(result.path)
+    assert meta["plan"] == plan and meta["seed"] == 31337
+    assert json.loads((tmp_path / "v.json").read_text())["complete"] is True
+    assert not resume_path(result.path).exists()
+
+
+def test_same_seed_same_video_and_start_frame_kept(tmp_path):
+    pipe = FramePackPipeline(tiny_components())
+    a = pipe.generate(make(tmp_path), progress=False).latents
+    b = pipe.generate(make(tmp_path, overwrite=True), progress=False).latents
+    c = pipe.generate(make(tmp_path, overwrite=True, seed=1), progress=False).latents
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert torch.equal(a[:, :, 0], c[:, :, 0])  # the start image latent is known, never generated
+
+
+def test_refuses_to_overwrite(tmp_path):
+    (tmp_path / "v.mp4").write_bytes(b"keep me")
+    with pytest.raises(UserError, match="exists"):
+        FramePackPipeline(tiny_components()).generate(make(tmp_path), progress=False)
+    assert (tmp_path / "v.mp4").read_bytes() == b"keep me"
+
+
+class StopAfter(StopFlag):
+    """A stop flag raised after `n` model steps (as a Ctrl-C would be)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+        self.calls = 0
+
+    def tick(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            self.request()
+
+
+@pytest.mark.parametrize("plan", ["inverted", "endpoints", "forward"])
+def test_stop_then_resume_equals_uninterrupted(tmp_path, plan):
+    pipe = FramePackPipeline(tiny_components())
+    full = pipe.generate(make(tmp_path, plan=plan, out=str(tmp_path / "full.mp4")), progress=False)
+    stop = StopAfter(4)  # 3 steps per section: stops inside the second section
+    with stop:
+        part = pipe.generate(make(tmp_path, plan=plan), progress=False, stop=stop, callback=stop.tick)
+    assert part.stopped
+    assert resume_path(part.path).exists()
+    done = pipe.generate(make(tmp_path, plan=plan, resume=True), progress=False)
+    assert not done.stopped
+    assert torch.equal(done.latents, full.latents)
+    assert not resume_path(done.path).exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    pipe = FramePackPipeline(tiny_components())
+    stop = StopAfter(4)
+    with stop:
+        pipe.generate(make(tmp_path), progress=False, stop=stop, callback=stop.tick)
+    with pytest.raises(UserError, match="seed"):
+        pipe.generate(make(tmp_path, resume=True, seed=5), progress=False)
+
+
+def test_text_to_video_keyframes_and_end_image(tmp_path):
+    pipe = FramePackPipeline(tiny_components(plan="endpoints"))
+    end = write_image(tmp_path / "end.png", seed=3)
+    key = write_image(tmp_path / "key.png", seed=4)
+    options = GenerationOptions(
+        no_image=True,
+        seconds=3.0,
+        end_image=end,
+        keyframes=[(1.5, key)],
+        prompts="0s: the camera pans right; 1s: the camera holds still",
+        out=str(tmp_path / "v.mp4"),
+    )
+    result = pipe.generate(options, progress=False)
+    assert result.frames == 24
+    known = set(result.plan.known)
+    assert result.plan.total - 1 in known and len(known) == 2  # keyframe + end, no start image
+    frames, _ = read_video(result.path)
+    assert len(frames) == 24
+
+
+def test_multi_endpoint_prompt_anchors(tmp_path):
+    pipe = FramePackPipeline(tiny_components(plan="multi-endpoint"))
+    options = make(tmp_path, seconds=4.0, prompts="0s: the camera pans right; 2s: the camera holds still")
+    result = pipe.generate(options, progress=False)
+    first = result.plan.sections[0]
+    assert first.prompt == 1  # the anchor section of the second prompt is generated first
+
+
+def test_extend_video(tmp_path):
+    pipe = FramePackPipeline(tiny_components(plan="forward"))
+    first = pipe.generate(make(tmp_path, seconds=1.0, out=str(tmp_path / "a.mp4")), progress=False)
+    result = pipe.generate(
+        GenerationOptions(extend=str(first.path), seconds=1.0, out=str(tmp_path / "b.mp4")), progress=False
+    )
+    frames, _ = read_video(result.path)
+    before, _ = read_video(first.path)
+    # A causal codec keeps 1 + 4k frames of the input (5 of 8), then one more second (8 frames).
+    assert len(frames) == 5 + 8
+    diff = np.abs(frames[:5].astype(int) - before[-5:].astype(int)).mean()
+    assert diff < 8  # the same frames, up to H.264 re-encoding
+
+
+def test_released_mode_matches_official_layout(tmp_path):
+    pipe = FramePackPipeline(tiny_components(mode="released", window=2))
+    result = pipe.generate(make(tmp_path, seconds=2.0), progress=False)
+    assert all(s.levels for s in result.plan.sections)
+    frames, _ = read_video(result.path)
+    assert len(frames) == result.frames == 16
+
+
+def test_preview_writes_pngs(tmp_path):
+    pipe = FramePackPipeline(tiny_components())
+    pipe.generate(make(tmp_path, seconds=1.0, preview=str(tmp_path / "prev")), progress=False)
+    assert len(list((tmp_path / "prev").glob("*.png"))) >= 3
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"seconds": 0}, "seconds"),
+        ({"plan": "sideways"}, "unknown plan"),
+        ({"prompts": "0s: a; 1x: b"}, "entry 2"),
+        ({"keyframes": [(9.0, "x.png")]}, "outside the video"),
+        ({"image": "/nonexistent.png"}, "no such file"),
+    ],
+)
+def test_bad_options(tmp_path, kw, match):
+    base = {"image": write_image(tmp_path / "s.png"), "seconds": 2.0, "out": str(tmp_path / "v.mp4")}
+    with pytest.raises(UserError, match=match):
+        FramePackPipeline(tiny_components()).generate(GenerationOptions(**{**base, **kw}), progress=False)
+    assert not (tmp_path / "v.mp4").exists()
