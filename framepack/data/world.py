@@ -287,10 +287,27 @@ class World:
             )
         return tuple(objects)
 
+    def object_positions(self, seconds: Fraction | float) -> np.ndarray:
+        """Object centres int64 `(K, 2)` in world pixels at time `seconds`, in [0, object_period)."""
+        period = self.config.object_period
+        return np.array([o.position(seconds, period) for o in self.objects], np.int64).reshape(-1, 2)
+
+    def object_tracks(self, num_frames: int, fps: float) -> np.ndarray:
+        """Object centres int64 `(num_frames, K, 2)` for frames at times f / fps (exact, as
+        `WorldObject.position`, vectorised over frames)."""
+        fps_q = _frac(fps)
+        p, q = fps_q.numerator, fps_q.denominator
+        f = np.arange(num_frames, dtype=object)[:, None, None]
+        start = np.array([o.start for o in self.objects], dtype=object).reshape(1, -1, 2)
+        velocity = np.array([o.velocity for o in self.objects], dtype=object).reshape(1, -1, 2)
+        # start + v * f / fps, rounded half up: floor((2 * (start * p + v * f * q) + p) / (2p))
+        pos = (2 * (start * p + velocity * f * q) + p) // (2 * p) % self.config.object_period
+        return pos.astype(np.int64)
+
     def draw_objects(
-        self, index: np.ndarray, x0: int, y0: int, seconds: Fraction | float
+        self, index: np.ndarray, x0: int, y0: int, positions: np.ndarray
     ) -> list[dict[str, Any]]:
-        """Draw the objects at time `seconds` into the index image `index` (H, W) in place.
+        """Draw the objects at `positions` (K, 2) into the index image `index` (H, W) in place.
 
         The image's top-left pixel is world (x0, y0). Returns each object's state as a dict:
         id, colour (palette index), rgb, shape, radius, position (canonical world centre in
@@ -300,8 +317,7 @@ class World:
         height, width = index.shape
         period = self.config.object_period
         states = []
-        for obj in self.objects:
-            ox, oy = obj.position(seconds, period)
+        for obj, (ox, oy) in zip(self.objects, positions.tolist()):
             r, sprite = obj.radius, _sprite(obj.shape, obj.radius)
             visible = False
             for sx in _copies(ox - x0, r, width, period):
@@ -333,7 +349,7 @@ class World:
         `seconds`, objects included, and the objects' states (see `draw_objects`)."""
         x0, y0 = int(center[0]) - width // 2, int(center[1]) - height // 2
         index = self.map_view(x0, y0, height, width)
-        return index, self.draw_objects(index, x0, y0, seconds)
+        return index, self.draw_objects(index, x0, y0, self.object_positions(seconds))
 
     def render(
         self, center: tuple[int, int], height: int, width: int, seconds: Fraction | float = 0
@@ -429,14 +445,14 @@ def render_clip(
         raise ValueError(f"size must be at least 8x8, got {size}")
     if num_frames is None:
         num_frames = max(1, round(script.seconds * fps))
-    cameras = camera_path(script, num_frames, fps)
-    fps_q = _frac(fps)
+    cameras = camera_path(script, num_frames, fps).tolist()  # (F, 2) view centres
+    tracks = world.object_tracks(num_frames, fps)  # (F, K, 2)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     truth = []
-    for f in range(num_frames):
-        index, objects = world.render_indices(cameras[f], height, width, Fraction(f) / fps_q)
+    for f, (cx, cy) in enumerate(cameras):
+        x0, y0 = cx - width // 2, cy - height // 2
+        index = world.map_view(x0, y0, height, width)
+        objects = world.draw_objects(index, x0, y0, tracks[f])
         frames[f] = PALETTE[index]
-        truth.append(
-            {"frame": f, "time": f / fps, "camera": [int(v) for v in cameras[f]], "objects": objects}
-        )
+        truth.append({"frame": f, "time": f / fps, "camera": [cx, cy], "objects": objects})
     return Clip(frames, caption_timeline(script), truth, script, fps, world.seed)

@@ -116,23 +116,27 @@ def camera_path(script: Script, num_frames: int, fps: float) -> np.ndarray:
     up, so equal times on the way out and back give identical pixels. Past the end of the
     script the camera stays where the script left it.
     """
+    # Exact integer arithmetic, vectorised over frames: times are counted in units of 1/L
+    # seconds and distances in units of 1/(L*M) pixels (L, M: common denominators).
     fps_q = _frac(fps)
     starts, t = [], Fraction(0)
     for a in script.actions:
         starts.append(t)
         t += _frac(a.seconds)
+    durations = [_frac(a.seconds) for a in script.actions]
+    speeds = [_frac(a.speed) for a in script.actions]
+    L = math.lcm(fps_q.numerator, *(x.denominator for x in starts + durations))
+    M = math.lcm(*(v.denominator for v in speeds))
+    time_l = np.arange(num_frames).astype(object) * (fps_q.denominator * L // fps_q.numerator)  # t * L
     out = np.empty((num_frames, 2), dtype=np.int64)
-    for f in range(num_frames):
-        time = Fraction(f) / fps_q
-        pos = [Fraction(script.start[0]), Fraction(script.start[1])]
-        for a, s in zip(script.actions, starts):
-            if time <= s:
-                break
-            dx, dy = DIRECTIONS[a.direction]
-            moved = _frac(a.speed) * min(time - s, _frac(a.seconds))
-            pos[0] += dx * moved
-            pos[1] += dy * moved
-        out[f] = [math.floor(p + Fraction(1, 2)) for p in pos]
+    for axis in (0, 1):
+        moved = np.zeros(num_frames, dtype=object)  # in units of 1 / (L * M) pixels
+        for a, s, d, v in zip(script.actions, starts, durations, speeds):
+            step = DIRECTIONS[a.direction][axis] * v.numerator * (M // v.denominator)
+            if step:
+                moved = moved + step * np.minimum(np.maximum(time_l - int(s * L), 0), int(d * L))
+        scale = L * M
+        out[:, axis] = (2 * (script.start[axis] * scale + moved) + scale) // (2 * scale)  # round half up
     return out
 
 
