@@ -8,7 +8,6 @@ generation loop has one code path.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -147,16 +146,12 @@ def _load_bundle(path: Path, options: LoadOptions) -> Components:
     dtype = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
         options.dtype
     ]
-    bundle = load_bundle(path, device=device)
-    spec_data = json.loads((path / "framepack.json").read_text())
-    spec = spec_from_json(spec_data, name=str(path))
-    transformer = bundle.transformer.to(device=device, dtype=dtype).eval()
-    prompt_encoder = bundle.text_encoder.to(device).eval()
+    bundle = load_bundle(path, device=device, dtype=dtype)
     return Components(
-        spec=spec,
-        transformer=transformer,
+        spec=spec_from_meta(bundle.meta, path),
+        transformer=bundle.transformer,
         codec=bundle.codec,
-        prompt_encoder=prompt_encoder,
+        prompt_encoder=bundle.text_encoder,
         image_encoder=None,
         device=device,
         dtype=dtype,
@@ -164,13 +159,26 @@ def _load_bundle(path: Path, options: LoadOptions) -> Components:
     )
 
 
-def spec_from_json(data: dict[str, Any], name: str) -> ModelSpec:
-    """Build a ModelSpec from a bundle's `framepack.json` (its `generation` section if present)."""
-    gen = dict(data.get("generation", data))
-    known = {f for f in ModelSpec.__dataclass_fields__ if f != "name"}
-    kwargs = {k: v for k, v in gen.items() if k in known}
-    if kwargs.get("size") is not None:
-        kwargs["size"] = tuple(kwargs["size"])
-    if kwargs.get("example_image"):
-        kwargs["example_image"] = str((Path(name) / kwargs["example_image"]).resolve())
-    return ModelSpec(name=data.get("name", name), **kwargs)
+def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
+    """A ModelSpec from a bundle's `BundleMeta` (framepack/model_bundle.py).
+
+    The start anchor's RoPE gap is capped at the largest gap seen in training (the clip length
+    minus one window), the general-mode counterpart of the released layout's capped padding.
+    """
+    clip = meta.training.get("config", {}).get("data", {}).get("clip_latents")
+    example = path / "example.png"
+    return ModelSpec(
+        name=str(meta.model_card.get("name", path.name)),
+        fps=round(meta.fps),
+        window=meta.window,
+        mode="general",
+        schedule=meta.schedule,
+        plan=meta.default_plan,
+        steps=meta.steps,
+        shift=meta.shift,
+        guidance=meta.guidance,
+        size=(meta.height, meta.width),
+        max_anchor_gap=None if clip is None else max(1, int(clip) - meta.window - 1),
+        example_image=str(example) if example.is_file() else None,
+        example_prompt=meta.default_prompt,
+    )

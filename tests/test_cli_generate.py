@@ -1,0 +1,111 @@
+"""`framepack generate` through the CLI: a tiny model bundle saved in the test, and bad input."""
+
+import json
+
+import pytest
+
+from framepack.cli import main
+from framepack.model_bundle import BundleMeta, save_bundle
+from framepack.video import read_metadata, read_video
+
+from .pipeline_fixtures import tiny_components, write_image
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    c = tiny_components()
+    meta = BundleMeta(
+        fps=8,
+        height=16,
+        width=16,
+        window=2,
+        schedule="released-f1",
+        default_plan="inverted",
+        steps=2,
+        shift=3.0,
+        default_prompt="the camera pans right",
+        training={"config": {"data": {"clip_latents": 8}}},
+    )
+    path = tmp_path_factory.mktemp("bundle") / "tiny"
+    save_bundle(path, c.transformer, c.prompt_encoder, c.codec, meta)
+    write_image(path / "example.png")
+    return str(path)
+
+
+def test_generate_default_example_image(bundle, tmp_path, capsys):
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "--model", bundle, "--seconds", "1", "--out", str(out), "--quiet"]) == 0
+    frames, fps = read_video(out)
+    assert len(frames) == 8 and fps == 8
+    meta = read_metadata(out)
+    assert meta["prompts"] == "0s: the camera pans right"
+    assert meta["image"].endswith("example.png")
+    assert "8 frames" in capsys.readouterr().out
+
+
+def test_generate_flags(bundle, tmp_path):
+    image = write_image(tmp_path / "a.png", seed=2)
+    end = write_image(tmp_path / "b.png", seed=3)
+    out = tmp_path / "v.mp4"
+    args = ["generate", "--model", bundle, "--image", image, "--end-image", end, "--seconds", "2"]
+    args += ["--prompts", "0s: the camera pans right; 1s: the camera holds still", "--plan", "endpoints"]
+    args += ["--seed", "7", "--steps", "2", "--out", str(out), "--quiet", "--sampler", "euler"]
+    assert main(args) == 0
+    sidecar = json.loads((tmp_path / "v.json").read_text())
+    assert sidecar["seed"] == 7 and sidecar["plan"] == "endpoints" and sidecar["sampler"] == "euler"
+    assert len(read_video(out)[0]) == 16
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seconds", "0"], "--seconds must be > 0"),
+        (["--seconds", "-3"], "--seconds must be > 0"),
+        (["--image", "missing.png"], "no such file"),
+        (["--image", "NOTIMAGE"], "image"),
+        (["--image", "TINY"], "at least 32 pixels"),
+        (["--image", "WIDE"], "aspect ratio"),
+        (["--prompts", "0s: a; 2 seconds: b"], "entry 2"),
+        (["--keyframe", "5s=KEY"], "outside the video"),
+        (["--keyframe", "abc"], "TIME=PATH"),
+        (["--model", "nonexistent-model"], "unknown model"),
+        (["--out", "/nonexistent-dir/v.mp4"], "does not exist"),
+        (["--resume"], "no resume state"),
+        (["--extend", "VIDEO", "--plan", "inverted"], "--plan forward"),
+    ],
+)
+def test_bad_input_exit_2_one_line(bundle, tmp_path, capsys, extra, message):
+    from PIL import Image
+
+    (tmp_path / "not.png").write_text("this is not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiny.png")
+    Image.new("RGB", (400, 40)).save(tmp_path / "wide.png")
+    key = write_image(tmp_path / "key.png")
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"")
+    subst = {"NOTIMAGE": str(tmp_path / "not.png"), "TINY": str(tmp_path / "tiny.png")}
+    subst |= {"WIDE": str(tmp_path / "wide.png"), "5s=KEY": f"5s={key}", "VIDEO": str(video)}
+    extra = [subst.get(a, a) for a in extra]
+    args = ["generate", "--model", bundle, "--seconds", "2", "--quiet", *extra]
+    if "--out" not in extra:
+        args += ["--out", str(tmp_path / "v.mp4")]
+    if "--extend" in extra:
+        write_image(tmp_path / "frame.png")
+        import numpy as np
+
+        from framepack.video import write_video
+
+        write_video(video, np.zeros((5, 16, 16, 3), np.uint8), 8)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_existing_output_untouched(bundle, tmp_path, capsys):
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"precious")
+    assert main(["generate", "--model", bundle, "--seconds", "1", "--out", str(out), "--quiet"]) == 2
+    assert out.read_bytes() == b"precious"
+    assert "--overwrite" in capsys.readouterr().err
