@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from framepack.data.world_script import Script, _frac, camera_path, caption_timeline
+from framepack.data.world_script import Script, as_fraction, camera_path, caption_timeline
 
 # Palette: 16 RGB colours; index ranges are reserved per role so pixels tell what they show.
 PALETTE = np.array(
@@ -123,7 +123,7 @@ class WorldObject:
 
     def position(self, seconds: Fraction | float, period: int) -> tuple[int, int]:
         """Centre in world pixels at time `seconds`, wrapped into [0, period)."""
-        t = seconds if isinstance(seconds, Fraction) else _frac(seconds)
+        t = seconds if isinstance(seconds, Fraction) else as_fraction(seconds)
         return tuple(
             math.floor(p + v * t + Fraction(1, 2)) % period for p, v in zip(self.start, self.velocity)
         )
@@ -295,7 +295,7 @@ class World:
     def object_tracks(self, num_frames: int, fps: float) -> np.ndarray:
         """Object centres int64 `(num_frames, K, 2)` for frames at times f / fps (exact, as
         `WorldObject.position`, vectorised over frames)."""
-        fps_q = _frac(fps)
+        fps_q = as_fraction(fps)
         p, q = fps_q.numerator, fps_q.denominator
         f = np.arange(num_frames, dtype=object)[:, None, None]
         start = np.array([o.start for o in self.objects], dtype=object).reshape(1, -1, 2)

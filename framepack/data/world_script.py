@@ -80,7 +80,7 @@ class Script:
     @property
     def seconds(self) -> float:
         """Total duration in seconds."""
-        return float(sum(_frac(a.seconds) for a in self.actions))
+        return float(sum(as_fraction(a.seconds) for a in self.actions))
 
     def to_json(self) -> dict:
         """A JSON-ready description (round-trips through `Script.from_json`)."""
@@ -104,8 +104,8 @@ def speed_word(speed: float) -> str:
     return min(SPEEDS, key=lambda w: abs(math.log(speed / SPEEDS[w])))
 
 
-def _frac(x: float) -> Fraction:
-    # limit_denominator turns 0.1 into 1/10 rather than the binary float's exact value.
+def as_fraction(x: float) -> Fraction:
+    """The rational a float stands for: 0.1 -> 1/10 (not the binary float's exact value)."""
     return Fraction(x).limit_denominator(10_000)
 
 
@@ -118,13 +118,13 @@ def camera_path(script: Script, num_frames: int, fps: float) -> np.ndarray:
     """
     # Exact integer arithmetic, vectorised over frames: times are counted in units of 1/L
     # seconds and distances in units of 1/(L*M) pixels (L, M: common denominators).
-    fps_q = _frac(fps)
+    fps_q = as_fraction(fps)
     starts, t = [], Fraction(0)
     for a in script.actions:
         starts.append(t)
-        t += _frac(a.seconds)
-    durations = [_frac(a.seconds) for a in script.actions]
-    speeds = [_frac(a.speed) for a in script.actions]
+        t += as_fraction(a.seconds)
+    durations = [as_fraction(a.seconds) for a in script.actions]
+    speeds = [as_fraction(a.speed) for a in script.actions]
     L = math.lcm(fps_q.numerator, *(x.denominator for x in starts + durations))
     M = math.lcm(*(v.denominator for v in speeds))
     time_l = np.arange(num_frames).astype(object) * (fps_q.denominator * L // fps_q.numerator)  # t * L
@@ -147,7 +147,7 @@ def caption_timeline(script: Script) -> list[tuple[float, str]]:
     for a in script.actions:
         if not timeline or timeline[-1][1] != a.caption:
             timeline.append((float(t), a.caption))
-        t += _frac(a.seconds)
+        t += as_fraction(a.seconds)
     return timeline
 
 
