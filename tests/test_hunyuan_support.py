@@ -316,3 +316,26 @@ def test_teacache_rescale_polynomial():
     assert rescale(0.1) == pytest.approx(
         np.polyval([7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02], 0.1)
     )
+
+
+def test_gpu_benchmark_cpu_smoke(tmp_path):
+    import importlib.util
+    import json
+
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_hunyuan_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_hunyuan_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    argv = ["--preset", "tiny", "--device", "cpu", "--bucket", "64", "--window", "2", "--steps", "2"]
+    assert bench.main([*argv, "--sections", "1", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [(r["mode"], r["teacache"]) for r in results] == [
+        ("normal", False),
+        ("normal", True),
+        ("low-vram", False),
+        ("low-vram", True),
+    ]
+    for r in results:  # a section of window 2 adds 8 pixel frames
+        assert r["s_per_section"] > 0 and r["s_per_frame"] == pytest.approx(r["s_per_section"] / 8, abs=1e-4)
+    assert all(r["teacache_skipped_steps"] is not None for r in results if r["teacache"])
