@@ -94,13 +94,26 @@ def pool_tables(table: Tensor, grid: tuple[int, int, int], window: Window) -> Te
     return F.avg_pool3d(x, window, stride=window).flatten(2).transpose(1, 2)
 
 
+def interleave_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel tables for `apply_interleaved`, built once per forward.
+
+    cos, sin: (B, S, D/2) -> (B, S, 1, D): cos repeated per pair, sin as (-sin, +sin) per pair.
+    """
+    cos2 = cos.repeat_interleave(2, dim=-1)
+    sin2 = torch.stack((-sin, sin), dim=-1).flatten(-2)
+    return cos2[:, :, None], sin2[:, :, None]
+
+
+def apply_interleaved(x: Tensor, cos2: Tensor, sin2: Tensor) -> Tensor:
+    """x: (B, S, H, D) rotated by `interleave_tables` output, in float32 -> x's dtype."""
+    xf = x.float()
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair
+    return torch.addcmul(xf * cos2, swapped, sin2).to(x.dtype)
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate channel pairs (2i, 2i+1) of `x` by the table angles, computed in float32.
 
     x: (B, S, H, D); cos, sin: (B or 1, S, D/2) -> (B, S, H, D) in x's dtype.
     """
-    pairs = x.float().unflatten(-1, (-1, 2))  # (B, S, H, D/2, 2)
-    real, imag = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos[:, :, None], sin[:, :, None]
-    out = torch.stack((real * cos - imag * sin, imag * cos + real * sin), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    return apply_interleaved(x, *interleave_tables(cos, sin))

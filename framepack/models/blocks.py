@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framepack.models.attention import AttentionFn
-from framepack.rope import apply_rope
+from framepack.rope import apply_interleaved
 
-Rope = tuple[Tensor, Tensor]  # cos, sin: (B or 1, S, D/2)
+Rope = tuple[Tensor, Tensor]  # `framepack.rope.interleave_tables` output: (B or 1, S, 1, D) each
 
 
 # ----------------------------------------------------------------------------- embedders
@@ -256,8 +256,8 @@ class JointAttention(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """x: (B, S, D) video tokens, text: (B, L, D); rope covers the S video tokens."""
         split = (self.heads, -1)
-        q = apply_rope(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)  # (B, S, H, Dh)
-        k = apply_rope(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
+        q = apply_interleaved(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)  # (B, S, H, Dh)
+        k = apply_interleaved(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
         v = self.to_v(x).unflatten(-1, split)
         tq = self.norm_added_q(self.add_q_proj(text).unflatten(-1, split))  # (B, L, H, Dh)
         tk = self.norm_added_k(self.add_k_proj(text).unflatten(-1, split))
@@ -315,8 +315,8 @@ class SingleAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None, rope: Rope, attend: AttentionFn) -> Tensor:
         """x: (B, S+L, D) joint tokens; rope covers all of them (identity on text) -> (B, S+L, D)."""
         split = (self.heads, -1)
-        q = apply_rope(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)
-        k = apply_rope(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
+        q = apply_interleaved(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)
+        k = apply_interleaved(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
         v = self.to_v(x).unflatten(-1, split)
         return attend(q, k, v, mask).flatten(2)
 

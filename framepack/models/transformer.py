@@ -33,7 +33,7 @@ from framepack.models.blocks import (
 )
 from framepack.models.config import Kernel, TransformerConfig, projection_name
 from framepack.packing import PackedContext
-from framepack.rope import rope_tables
+from framepack.rope import interleave_tables, rope_tables
 
 
 def pad_to_kernel(x: Tensor, kernel: Kernel) -> Tensor:
@@ -185,12 +185,13 @@ class PackedTransformer(nn.Module):
         # RoPE on video tokens only; text rotates by the identity in the joint single-stream sequence.
         joint_cos = torch.cat([cos, cos.new_ones(cos.shape[0], n_text, cos.shape[2])], dim=1)
         joint_sin = torch.cat([sin, sin.new_zeros(sin.shape[0], n_text, sin.shape[2])], dim=1)
+        video_rope, joint_rope = interleave_tables(cos, sin), interleave_tables(joint_cos, joint_sin)
 
         for block in self.transformer_blocks:
-            x, text = self._run(block, x, text, temb, mask, (cos, sin), self._attend)
+            x, text = self._run(block, x, text, temb, mask, video_rope, self._attend)
         x = torch.cat([x, text], dim=1)  # (B, S + L, D)
         for block in self.single_transformer_blocks:
-            x = self._run(block, x, temb, mask, (joint_cos, joint_sin), self._attend)
+            x = self._run(block, x, temb, mask, joint_rope, self._attend)
 
         x = x[:, n_video - n_noisy : n_video]  # (B, T*h'*w', D) noisy tokens only
         x = self.proj_out(self.norm_out(x, temb))  # (B, T*h'*w', p*p*C)
