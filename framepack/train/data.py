@@ -6,8 +6,12 @@ batch's micro-batches across all processes. So a resumed run sees exactly the da
 uninterrupted one, and N processes see together exactly what one process sees with the same
 global batch (process r takes micro-batches r, r + N, r + 2N, ...).
 
-Clip sources: the procedural world (`WorldClips`, training seeds only) or a video folder
-(`VideoFolder`; unreadable or too-short files are skipped and counted).
+A sample is the start frame of a video plus a window of `clip_latents` latents, which follows
+the start frame or (half of the time, for the world) begins anywhere in a video of
+`data.seconds`; a section and its layout are drawn inside the window (framepack.train.layouts).
+Sources: the procedural world (`WorldClips` seeds of the training split only; only the frames
+a sample needs are rendered) or a video folder (`VideoFolder`; unreadable or too-short files
+are skipped and counted in the run's checkpoints).
 """
 
 from __future__ import annotations
@@ -20,46 +24,72 @@ import torch
 from torch import Tensor
 
 from framepack.codecs.base import Codec
+from framepack.errors import UserError
 from framepack.packing import PackedContext, Schedule
 from framepack.train.config import TrainConfig
-from framepack.train.layouts import SectionLayout, build_context, draw_layout, stack_contexts
+from framepack.train.layouts import build_context, draw_layout, stack_contexts
 from framepack.train.loss import sample_sigmas
 
 
 class ClipSource(Protocol):
-    """Training clips: `clip(i)` -> (pixels (3, F, H, W) in [-1, 1], caption timeline)."""
+    """Training videos: `frames(i, frame_ids)` -> (pixels (3, F, H, W) in [-1, 1] of those frames,
+    caption timeline [(seconds, text), ...]); `num_frames` frames per video."""
+
+    num_frames: int
 
     def __len__(self) -> int: ...
 
-    def clip(self, index: int) -> tuple[Tensor, list[tuple[float, str]]]: ...
+    def frames(self, index: int, frame_ids: list[int]) -> tuple[Tensor, list[tuple[float, str]]]: ...
+
+    def captions(self, count: int) -> list[str]: ...
+
+
+def _to_pixels(frames: np.ndarray) -> Tensor:
+    """uint8 (F, H, W, 3) -> float32 (3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
 class WorldSource:
-    """Clips of the procedural world from the training split (`SPLITS["train"]`)."""
+    """Long videos of the procedural world (training seeds only: `WorldClips(split="train")`).
 
-    def __init__(self, num_frames: int, size: int, fps: float, seed: int, length: int) -> None:
+    Only the frames a sample needs are rendered (its start frame and one window), so a sample
+    can sit anywhere in a video of `seconds`, at the cost of a short clip.
+    """
+
+    def __init__(self, seconds: float, size: int, fps: float, seed: int, length: int) -> None:
         from framepack.data.world_clips import WorldClips
 
-        self.dataset = WorldClips(num_frames, size, fps, split="train", length=length, seed=seed)
+        self.num_frames = max(1, round(seconds * fps))
+        self.dataset = WorldClips(self.num_frames, size, fps, split="train", length=length, seed=seed)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def clip(self, index: int) -> tuple[Tensor, list[tuple[float, str]]]:
-        clip = self.dataset.clip(index)
-        pixels = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, F, H, W)
-        return pixels, clip.captions
+    def _script(self, index: int):
+        from framepack.data.world_script import random_script
+
+        ds = self.dataset
+        return random_script(ds.clip_seed(index), ds.num_frames / ds.fps, ds.fps, **ds.script_options)
+
+    def frames(self, index: int, frame_ids: list[int]) -> tuple[Tensor, list[tuple[float, str]]]:
+        from fractions import Fraction
+
+        from framepack.data.world import World
+        from framepack.data.world_script import as_fraction, camera_path, caption_timeline
+
+        ds = self.dataset
+        script = self._script(index)
+        world = World(ds.clip_seed(index), ds.config)
+        cameras = camera_path(script, ds.num_frames, ds.fps)
+        fps = as_fraction(ds.fps)
+        views = [world.render(tuple(cameras[f]), ds.size, ds.size, Fraction(f) / fps) for f in frame_ids]
+        return _to_pixels(np.stack(views)), caption_timeline(script)
 
     def captions(self, count: int) -> list[str]:
         """Captions of the first `count` training scripts (no rendering), for the vocabulary."""
-        from framepack.data.world_script import caption_timeline, random_script
+        from framepack.data.world_script import caption_timeline
 
-        ds = self.dataset
-        seconds = ds.num_frames / ds.fps
-        timelines = (
-            caption_timeline(random_script(ds.clip_seed(i), seconds, ds.fps, **ds.script_options))
-            for i in range(min(count, len(ds)))
-        )
+        timelines = (caption_timeline(self._script(i)) for i in range(min(count, len(self))))
         return [text for timeline in timelines for _, text in timeline]
 
 
@@ -69,10 +99,9 @@ class VideoSource:
     def __init__(self, root: str, num_frames: int, size: int, fps: float, seed: int) -> None:
         from framepack.data.videos import VideoFolder
 
+        self.num_frames = num_frames
         self.dataset = VideoFolder(root, num_frames, size, fps, seed=seed, clips_per_video=1000)
         if len(self.dataset.videos) == 0:
-            from framepack.errors import UserError
-
             raise UserError(
                 f"no usable video under {root} ({len(self.dataset.skipped)} skipped); "
                 "give a folder of mp4/webm/mov/mkv files long enough for one clip"
@@ -81,9 +110,9 @@ class VideoSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def clip(self, index: int) -> tuple[Tensor, list[tuple[float, str]]]:
+    def frames(self, index: int, frame_ids: list[int]) -> tuple[Tensor, list[tuple[float, str]]]:
         item = self.dataset[index]
-        return item["pixels"], [(0.0, item["caption"])]
+        return item["pixels"][:, frame_ids], [(0.0, item["caption"])]
 
     def captions(self, count: int) -> list[str]:
         return [v.caption for v in self.dataset.videos]
@@ -93,11 +122,42 @@ class VideoSource:
         return self.dataset.skip_counts
 
 
-def make_source(config: TrainConfig, num_frames: int) -> WorldSource | VideoSource:
+def make_source(config: TrainConfig, codec: Codec) -> WorldSource | VideoSource:
+    """The run's videos: long world videos, or video-folder clips of exactly one window."""
     data = config.data
     if data.kind == "videos":
+        num_frames = codec.num_frames(data.clip_latents + 1)
         return VideoSource(str(data.path), num_frames, data.size, data.fps, data.seed)
-    return WorldSource(num_frames, data.size, data.fps, data.seed, data.num_clips)
+    return WorldSource(data.seconds, data.size, data.fps, data.seed, data.num_clips)
+
+
+def sample_window(
+    source: ClipSource, codec: Codec, index: int, latents: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor, list[tuple[float, str]]]:
+    """The start latent and a window of `latents` latents of video `index`.
+
+    Half of the windows follow the start frame directly; the others begin anywhere in the video,
+    so sections far from the start frame (inverted and endpoints plans) are trained too.
+    Returns latents (C, 1 + n, h, w), their frame indices (1 + n,) int64, the captions.
+    """
+    t = codec.time_factor
+    max_offset = 1 + (source.num_frames - 1) // t - latents  # last first latent fully inside
+    far = max_offset > 1 and bool(torch.rand((), generator=gen) < 0.5)
+    offset = int(torch.randint(2, max_offset + 1, (), generator=gen)) if far else 1
+    # A causal codec maps 1 + t*n frames to 1 + n latents; the window's first frame group
+    # starts at frame t*(offset-1) + 1, so its encoding starts one frame earlier.
+    first = t * (offset - 1)
+    frame_ids = list(range(first, first + 1 + t * latents))
+    pixels, captions = source.frames(index, [0, *frame_ids] if offset > 1 else frame_ids)
+    with torch.no_grad():
+        if offset == 1:
+            encoded = codec.encode(pixels[None])[0]  # (C, 1 + n, h, w): start frame + window
+        else:
+            start = codec.encode(pixels[None, :, :1])[0]  # (C, 1, h, w)
+            window = codec.encode(pixels[None, :, 1:])[0, :, 1:]  # (C, n, h, w)
+            encoded = torch.cat([start, window], dim=1)
+    indices = torch.tensor([0, *range(offset, offset + latents)], dtype=torch.int64)
+    return encoded, indices, captions
 
 
 def sample_generator(seed: int, step: int, micro_index: int) -> torch.Generator:
@@ -126,10 +186,12 @@ class MicroBatch:
     layouts: list[str]
 
 
-def section_caption(captions: list[tuple[float, str]], lay: SectionLayout, codec: Codec, fps: float) -> str:
-    """The caption active at the middle pixel frame of the section."""
-    first = codec.num_frames(lay.start)  # latent k >= 1 covers frames num_frames(k) .. num_frames(k+1)-1
-    last = codec.num_frames(lay.start + lay.window) - 1
+def section_caption(
+    captions: list[tuple[float, str]], first_latent: int, window: int, codec: Codec, fps: float
+) -> str:
+    """The caption active at the middle pixel frame of a section starting at latent `first_latent`."""
+    first = codec.num_frames(first_latent)  # latent k >= 1 covers frames num_frames(k) .. num_frames(k+1)-1
+    last = codec.num_frames(first_latent + window) - 1
     seconds = 0.5 * (first + last) / fps
     text = captions[0][1]
     for start, caption in captions:
@@ -148,22 +210,20 @@ def draw_micro_batches(
 ) -> list[MicroBatch]:
     """The samples of one global micro-batch, grouped by context shape (usually one group)."""
     gen = sample_generator(config.seed, step, micro_index)
-    m, window, length = config.micro_batch, config.window, config.data.clip_latents
-    clip_ids = torch.randint(len(source), (m,), generator=gen).tolist()
-    lays = [draw_layout(config.layouts, length, window, gen) for _ in range(m)]
-    clips = [source.clip(i) for i in clip_ids]
-    with torch.no_grad():
-        latents = codec.encode(torch.stack([pixels for pixels, _ in clips]))  # (m, C, T, h, w)
+    m, window, n = config.micro_batch, config.window, config.data.clip_latents
     sigma = sample_sigmas(
         m, gen, config.sigma_kind, config.sigma_shift, config.sigma_mean, config.sigma_std
     )  # (m,)
     samples: dict[Any, list[tuple[Any, ...]]] = {}
-    for i, lay in enumerate(lays):
+    for i in range(m):
+        clip = int(torch.randint(len(source), (), generator=gen))
+        latents, indices, captions = sample_window(source, codec, clip, n, gen)
+        lay = draw_layout(config.layouts, 1 + n, window, gen)
         context, target, target_idx = build_context(
-            latents[i : i + 1], lay, schedule, config.history_noise, gen
+            latents[None], indices, lay, schedule, config.history_noise, gen
         )
         noise = torch.randn(target.shape, generator=gen)
-        caption = section_caption(clips[i][1], lay, codec, config.data.fps)
+        caption = section_caption(captions, int(target_idx[0, 0]), window, codec, config.data.fps)
         if float(torch.rand((), generator=gen)) < config.caption_dropout:
             caption = ""  # unconditional samples, for classifier-free guidance
         key = tuple((lv.kernel, lv.num_frames) for lv in context.levels)

@@ -14,7 +14,8 @@ with Gaussian noise of std `history_noise` (the paper's noise-on-history baselin
 The frames are packed with the run's schedule (`framepack.packing.pack`, time-proximity ranking):
 the frames nearest the section get the finest levels, missing ones are zero latents (as the
 released history buffer that starts as zeros). All frame indices are true times in latent frames, so RoPE sees
-the real gaps (a section of the inverted layout sits far from its start frame).
+the real gaps: a sample is the start frame plus a window of the video that may begin far from
+it (framepack.train.data), as a section of an inverted or endpoints plan does.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ LAYOUTS = ("forward", "inverted", "endpoints")
 
 @dataclass(frozen=True)
 class SectionLayout:
-    """Where a section sits in a clip of `length` latent frames and which frames it sees.
+    """Where a section sits among a sample's latents and which of them it sees.
 
-    start:   first latent frame of the section (>= 1; latent 0 is the start frame).
+    A sample holds `1 + n` latents: position 0 is the start frame (frame index 0), positions
+    1..n a contiguous window of the video (frame indices `offset .. offset + n - 1`).
+
+    layout:  "forward", "inverted" or "endpoints".
+    start:   position of the section's first latent (1 .. n - window + 1).
     window:  latent frames in the section.
-    history: latent frames the section may see, in time order (the start frame excluded).
+    history: positions the section may see, in time order (the start frame excluded).
     """
 
     layout: str
@@ -50,23 +55,23 @@ class SectionLayout:
 
 
 def section_range(layout: str, length: int, window: int) -> tuple[int, int]:
-    """Inclusive range of section starts for `layout` in a clip of `length` latents.
+    """Inclusive range of section start positions for `layout` among `length` = 1 + n latents.
 
     Every section leaves room for the start frame before it; "endpoints" also keeps at least
-    one frame on each side when the clip allows it.
+    one frame on each side when the window allows it.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if length < window + 1:
-        raise ValueError(f"clip of {length} latents is too short for a window of {window} plus a start frame")
+        raise ValueError(f"{length} latents are too few for a window of {window} plus a start frame")
     lo, hi = 1, length - window
     if layout == "endpoints" and hi - 1 >= lo + 1:
         lo, hi = lo + 1, hi - 1
     return lo, hi
 
 
-def history_indices(layout: str, length: int, start: int, window: int) -> tuple[int, ...]:
-    """The clip's latent frames a section may see, in time order (the start frame 0 excluded).
+def history_positions(layout: str, length: int, start: int, window: int) -> tuple[int, ...]:
+    """The positions a section may see, in time order (the start frame 0 excluded).
 
     forward: 1 .. start-1; inverted: start+window .. length-1; endpoints: both. `pack` ranks
     them by time distance to the section, so the nearest frames get the finest levels.
@@ -93,39 +98,42 @@ def draw_layout(
     layout = layouts[int(torch.randint(len(layouts), (1,), generator=generator))]
     lo, hi = section_range(layout, length, window)
     start = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-    return SectionLayout(layout, length, start, window, history_indices(layout, length, start, window))
+    return SectionLayout(layout, length, start, window, history_positions(layout, length, start, window))
 
 
 def build_context(
-    clip: Tensor,
+    latents: Tensor,
+    indices: Tensor,
     lay: SectionLayout,
     schedule: Schedule,
     history_noise: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[PackedContext, Tensor, Tensor]:
-    """Pack one sample's context from the true latents of its clip.
+    """Pack one sample's context from its true latents.
 
-    clip: (1, C, T, h, w) latents of the whole clip. Returns the packed context (batch 1), the
-    target latents (1, C, window, h, w) and their frame indices (1, window) int64. The start
-    frame (latent 0) is a clean 1x anchor; history frames get N(0, history_noise^2) noise.
+    latents: (1, C, 1 + n, h, w), position 0 the start frame; indices: (1 + n,) int64 frame
+    times. Returns the packed context (batch 1), the target latents (1, C, window, h, w) and
+    their frame indices (1, window). The start frame is a clean 1x anchor; history frames get
+    N(0, history_noise^2) noise.
     """
-    history_idx = torch.tensor([lay.history], dtype=torch.int64).reshape(1, -1)  # (1, N)
-    history = clip[:, :, list(lay.history)]  # (1, C, N, h, w)
+    positions = list(lay.history)
+    history = latents[:, :, positions]  # (1, C, N, h, w)
     if history_noise > 0 and history.shape[2] > 0:
         noise = torch.randn(history.shape, generator=generator, dtype=history.dtype)
         history = history + history_noise * noise
-    target_idx = torch.arange(lay.start, lay.start + lay.window, dtype=torch.int64)[None]  # (1, window)
+    section = slice(lay.start, lay.start + lay.window)
+    target_idx = indices[section][None]  # (1, window)
     context = pack(
         history,
-        history_idx,
+        indices[positions][None],
         target_idx,
         schedule,
-        anchors=clip[:, :, :1],
-        anchor_indices=torch.zeros(1, 1, dtype=torch.int64),
+        anchors=latents[:, :, :1],
+        anchor_indices=indices[:1][None],
         pad="zeros",
         pad_side=PAD_SIDE[lay.layout],
     )
-    return context, clip[:, :, lay.start : lay.start + lay.window], target_idx
+    return context, latents[:, :, section], target_idx
 
 
 def stack_contexts(contexts: list[PackedContext]) -> PackedContext:

@@ -22,6 +22,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from framepack.train.checkpoint import (
 )
 from framepack.train.components import Denoiser, build_denoiser, schedule_kernels, schedule_of
 from framepack.train.config import TrainConfig
-from framepack.train.data import ClipSource, draw_micro_batches, make_source
+from framepack.train.data import ClipSource, MicroBatch, draw_micro_batches, make_source
 from framepack.train.distributed import Distributed, wrap
 from framepack.train.ema import EMA, ema_beta
 from framepack.train.loss import flow_matching_loss
@@ -104,7 +105,8 @@ def fit_codec(config: TrainConfig, source: ClipSource) -> Codec:
     """The configured codec; the pixel codec's normalisation is fitted on the first clips."""
     codec = codec_from_config(dict(config.codec))
     if config.fit_codec and hasattr(codec, "fit_normalisation"):
-        clips = (source.clip(i)[0] for i in range(min(CODEC_FIT_CLIPS, len(source))))
+        frames = list(range(min(source.num_frames, 33)))
+        clips = (source.frames(i, frames)[0] for i in range(min(CODEC_FIT_CLIPS, len(source))))
         codec = codec.fit_normalisation(clips)
     return codec
 
@@ -210,23 +212,27 @@ def _no_sync(wrapped: nn.Module, sync: bool) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
+def draw_step(
+    config: TrainConfig, env: Distributed, source: ClipSource, codec: Codec, step: int
+) -> list[MicroBatch]:
+    """This process's share of the step's global batch: micro-batches rank, rank + world, ..."""
+    schedule = schedule_of(config)
+    micro_count = config.batch_size // config.micro_batch
+    mine = range(env.rank, micro_count, env.world)
+    return [mb for index in mine for mb in draw_micro_batches(config, source, codec, schedule, step, index)]
+
+
 def train_step(
     config: TrainConfig,
     env: Distributed,
     wrapped: nn.Module,
     model: Denoiser,
     optimizer: torch.optim.Optimizer,
-    source: ClipSource,
-    codec: Codec,
+    batches: list[MicroBatch],
     step: int,
 ) -> float:
-    """One optimizer step over the global batch; returns the global mean loss."""
-    schedule = schedule_of(config)
-    micro_count = config.batch_size // config.micro_batch
-    mine = list(range(env.rank, micro_count, env.world))
-    batches = [
-        mb for index in mine for mb in draw_micro_batches(config, source, codec, schedule, step, index)
-    ]
+    """One optimizer step over the global batch (this process's `batches`); returns the global
+    mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), dtype=torch.float64)
     # Every backward weighs a sample by world / batch_size, so the all-reduced (averaged)
@@ -301,8 +307,7 @@ def train(
         if env.is_main:
             paths.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(paths.config, config.to_dict())
-    codec_probe = codec_from_config(dict(config.codec))
-    source = make_source(config, codec_probe.num_frames(config.data.clip_latents))
+    source = make_source(config, codec_from_config(dict(config.codec)))
     if fresh:
         if init is not None:
             model = load_init(Path(init), add_levels)
@@ -358,6 +363,10 @@ def train(
     )
     start_time, start_step = time.perf_counter(), step
     log_file = paths.log.open("a") if env.is_main else None
+    # The next step's samples are drawn in a background thread while this step trains (they
+    # depend only on (seed, step), so prefetching changes nothing but the speed).
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    upcoming = prefetch.submit(draw_step, config, env, source, codec, step)
     try:
         while True:
             done = step >= config.steps
@@ -384,7 +393,9 @@ def train(
             if done:
                 break
             # step
-            loss = train_step(config, env, wrapped, model, optimizer, source, codec, step)
+            batches = upcoming.result()
+            upcoming = prefetch.submit(draw_step, config, env, source, codec, step + 1)
+            loss = train_step(config, env, wrapped, model, optimizer, batches, step)
             if not math.isfinite(loss):
                 raise RuntimeError(f"loss became {loss} at step {step}; lower lr or check the data")
             ema.update(
@@ -409,6 +420,7 @@ def train(
                 history.append(row)
             bar.update(1)
     finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
         bar.close()
         if log_file is not None:
             log_file.close()

@@ -1,0 +1,91 @@
+"""`framepack train`: train or finetune a packed next-section model.
+
+    framepack train --preset demo --out RUN_DIR            # from scratch
+    framepack train --out RUN_DIR --resume [--steps N]     # continue (bit-exact loss sequence)
+    framepack train --config my.json --out RUN_DIR --init BUNDLE_OR_RUN [--add-level 8,16,16]
+    framepack train --out RUN_DIR --export BUNDLE_DIR      # EMA of the latest checkpoint -> bundle
+
+Several processes: `torchrun --nproc_per_node N -m framepack train ...` (DDP, or FSDP with
+`"strategy": "fsdp"` in the config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from framepack.errors import UserError
+
+
+def _kernel(text: str) -> tuple[int, int, int]:
+    parts = text.replace("x", ",").split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"a kernel is three positive integers 't,h,w', got {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a named training config (demo, tiny-test)")
+    source.add_argument("--config", type=Path, help="a JSON training config (TrainConfig fields)")
+    parser.add_argument("--out", type=Path, required=True, help="the run directory")
+    parser.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    parser.add_argument("--init", type=Path, help="finetune from a model bundle or a run directory")
+    parser.add_argument(
+        "--add-level", type=_kernel, action="append", default=[], metavar="T,H,W",
+        help="add a context level with this kernel, initialised from the existing projections (with --init)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--export", type=Path, metavar="DIR", help="write the latest EMA weights as a bundle and exit"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _resolve_config(args: argparse.Namespace):
+    from framepack.train.config import TrainConfig, load_config, preset
+
+    saved = args.out / "config.json"
+    if args.resume and saved.is_file():
+        if args.preset or args.config:
+            raise UserError("--resume reads the run's own config.json; drop --preset/--config")
+        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+    elif args.config is not None:
+        config = load_config(args.config)
+    else:
+        config = preset(args.preset or "demo")
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UserError(f"--steps must be >= 1, got {args.steps}")
+        config = config.replace(steps=args.steps)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from framepack.train.checkpoint import atomic_write_json
+    from framepack.train.loop import export_bundle, train
+
+    if args.export is not None:
+        out = export_bundle(args.out, args.export)
+        print(f"bundle written to {out}")
+        return 0
+    if args.add_level and args.init is None:
+        raise UserError("--add-level needs --init (the model whose projections initialise the new level)")
+    if args.resume and args.init is not None:
+        raise UserError("--init starts a new run; drop it with --resume")
+    config = _resolve_config(args)
+    if args.resume and (args.out / "config.json").is_file() and args.steps is not None:
+        atomic_write_json(args.out / "config.json", config.to_dict())
+    run_dir = train(
+        config,
+        args.out,
+        resume=args.resume,
+        init=args.init,
+        add_levels=args.add_level,
+        progress=not args.no_progress,
+    )
+    print(f"run finished: {run_dir} (bundle: {run_dir / 'bundle'})")
+    return 0
