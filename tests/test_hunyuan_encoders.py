@@ -134,6 +134,16 @@ def test_vae_encode_decode_match_diffusers(loaded, pipe):
     assert torch.equal(pixels, ref_pixels)
 
 
+def test_protocols(loaded):
+    from framepack.codecs.base import Codec
+    from framepack.text.base import PromptEncoder
+
+    text, _, vae = loaded
+    assert isinstance(text, PromptEncoder) and isinstance(vae, Codec)
+    assert vae.latent_channels == 4 and (vae.time_factor, vae.space_factor) == (4, 8)
+    assert vae.config()["kind"] == "hunyuan-vae" and vae.config()["dtype"] == "float32"
+
+
 def test_vae_causal_frame_counts_and_switches(loaded):
     vae = loaded[2]
     assert [vae.num_frames(k) for k in (1, 2, 9)] == [1, 5, 33]
