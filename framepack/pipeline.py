@@ -38,6 +38,10 @@ from framepack.resume import ResumeState, StopFlag, load_state, resume_path, sav
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc
 from framepack.video import check_output_path, sidecar_path, write_sidecar, write_video
 
+# Zero padding continues the history on the side where the plan's history lies (as in training,
+# framepack/train/layouts.py): before the section going forward, after it going backward.
+PAD_SIDE = {"forward": "before", "inverted": "after"}
+
 StepCallback = Callable[[Section, int, Tensor], None]  # (section, step, x0 estimate)
 
 
@@ -351,6 +355,7 @@ class Job:
             schedule,
             anchors=latents[:, :, anchors] if anchors else None,
             anchor_indices=torch.tensor([anchor_idx], dtype=torch.int64) if anchors else None,
+            pad_side=PAD_SIDE.get(self.plan.strategy, "auto"),
         )
         return ctx.to(device, dtype)
 
