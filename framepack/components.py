@@ -78,6 +78,7 @@ class LoadOptions:
     low_vram: bool = False
     teacache: float = 0.0
     loras: list[str] = field(default_factory=list)
+    bucket: int | None = None  # resolution buckets around bucket^2 pixels (released models; None: 640)
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -98,7 +99,12 @@ ImageEncoder = Callable[[Tensor], Tensor]  # (B, 3, H, W) in [-1, 1] -> (B, N, D
 
 @dataclass
 class Components:
-    """Everything the generation loop calls. `transformer(...)` follows docs/architecture.md."""
+    """Everything the generation loop calls. `transformer(...)` follows docs/architecture.md.
+
+    on_job_start(latent_hw, steps) and on_section_start() are optional hooks the pipeline calls
+    before the first section and before each section (the released models print their VRAM
+    estimate and reset TeaCache there).
+    """
 
     spec: ModelSpec
     transformer: nn.Module
@@ -108,6 +114,8 @@ class Components:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     source: str = ""
+    on_job_start: Callable[[tuple[int, int], int], None] | None = None
+    on_section_start: Callable[[], None] | None = None
 
 
 def bundled_demo_path() -> Path:

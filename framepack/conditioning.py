@@ -21,6 +21,7 @@ from framepack.timeline import PromptTimeline
 
 MIN_IMAGE_SIDE = 32
 MAX_ASPECT = 4.0
+END_IMAGE_WEIGHT = 0.5  # weight of the end image's features in the mix (PR #167: plain average)
 
 
 @dataclass
@@ -32,7 +33,8 @@ class Conditioning:
     end:          (1, C, 1, h, w) end-image latent, or None.
     keyframes:    latent time -> (1, C, 1, h, w).
     existing:     (1, C, T, h, w) latents of a video being extended, or None.
-    image_embeds: image-encoder tokens of the start image (and per keyframe), released models.
+    image_embeds: image-encoder tokens of the start image (and per keyframe), released models;
+                  with an end image, the average of the start and end images' tokens.
     """
 
     timeline: PromptTimeline
@@ -120,7 +122,16 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
     if options.end_image is not None:
         end = read_image(options.end_image)
         check_image(end, "--end-image")
-        cond.end = encode_frames(components, to_pixels(end, size))[:, :, :1]
+        end_pixels = to_pixels(end, size)
+        cond.end = encode_frames(components, end_pixels)[:, :, :1]
+        end_embeds = _image_embeds(components, end_pixels)
+        if cond.image_embeds is not None and end_embeds is not None:
+            # End frame (FramePack PR #167, docs/hunyuan.md): every section sees the average of
+            # the start and end images' features; the end latent fills the first inverted
+            # section's "post" slot through the plan.
+            from framepack.hunyuan.image import mix_image_embeds
+
+            cond.image_embeds = mix_image_embeds(cond.image_embeds, end_embeds, END_IMAGE_WEIGHT)
     fps = options.fps or spec.fps
     for seconds, path in options.keyframes:
         image = read_image(path)

@@ -199,13 +199,17 @@ class Job:
 
     def run(self, stop: StopFlag, *, progress: bool, callback: StepCallback | None) -> GenerationResult:
         latents, done = self._timeline()
-        start = self._resume(latents, done) if self.options.resume else 0
-        steps = self.settings["steps"]
-        bar = Progress(len(self.plan), steps, enabled=progress, initial=start)
         writer = VideoWriter(self)
+        start = self._resume(latents, done, writer) if self.options.resume else 0
+        steps = self.settings["steps"]
+        if self.c.on_job_start is not None:
+            self.c.on_job_start(tuple(latents.shape[3:]), steps)
+        bar = Progress(len(self.plan), steps, enabled=progress, initial=start)
         stopped = False
         for section in self.plan.sections[start:]:
             bar.start_section(section)
+            if self.c.on_section_start is not None:
+                self.c.on_section_start()
             x = self.sample_section(section, latents, bar, callback, stop)
             if x is None:
                 stopped = True
@@ -213,6 +217,7 @@ class Job:
             latents[:, :, section.start : section.stop] = x
             done[section.start : section.stop] = True
             self._save_part(section, x)
+            writer.add(latents, done, section)
             writer.write(latents, done, final=section is self.plan.sections[-1])
             bar.end_section()
             if stop:
@@ -390,8 +395,12 @@ class Job:
             ),
         )
 
-    def _resume(self, latents: Tensor, done: Tensor) -> int:
-        """Load the saved sections into the timeline; returns the next section to run."""
+    def _resume(self, latents: Tensor, done: Tensor, writer: VideoWriter) -> int:
+        """Load the saved sections into the timeline; returns the next section to run.
+
+        The writer sees the sections in their original order, so a cross-faded video (VAE
+        codecs) is decoded exactly as in an uninterrupted run.
+        """
         from safetensors.torch import load_file
 
         state = load_state(resume_path(self.out), expected=self.settings)
@@ -401,6 +410,7 @@ class Job:
                 raise UserError(f"resume data is incomplete: {part} is missing; start over without --resume")
             latents[:, :, section.start : section.stop] = load_file(str(part))["latents"]
             done[section.start : section.stop] = True
+            writer.add(latents, done, section)
         return state.next_section
 
     def _cleanup(self) -> None:
@@ -415,6 +425,15 @@ class Job:
 class VideoWriter:
     """Decodes the generated runs of the timeline and rewrites the MP4 atomically.
 
+    Two ways to decode, by codec:
+    - exact codecs (the pixel codec, per-frame autoencoders): each run of generated latents is
+      decoded whole (cached per run); decoding a window of them would give the same frames.
+    - causal video VAEs (`crossfade_decode`, the HunyuanVideo VAE): as the official demo, each new
+      section is decoded together with up to `window` latents of the run it extends, and the
+      result is cross-faded (`soft_append`, linear weights) over those latents' frames with the
+      pixels decoded before. The run's frame count stays exactly `codec.num_frames(run length)`.
+      Sections must be added in generation order (`add`), also when resuming.
+
     Rewriting grows with the video; on very long jobs it is throttled so that writing takes at
     most about a third of the time (the resume data is saved after every section regardless).
     The final write always happens.
@@ -423,9 +442,40 @@ class VideoWriter:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.frames = 0
+        self.crossfade = decodes_in_windows(job.c.codec)
         self._last_write = 0.0
         self._write_cost = 0.0
         self._cache: dict[tuple[int, int], Tensor] = {}
+
+    def add(self, latents: Tensor, done: Tensor, section: Section) -> None:
+        """Decode a just generated section into the cached pixels (cross-fading codecs only)."""
+        if not self.crossfade:
+            return
+        from framepack.hunyuan.vae import soft_append
+
+        codec, window = self.job.c.codec, self.job.spec.window
+        s, e = section.start, section.stop
+        before = done.clone()
+        before[s:e] = False
+        runs = _runs(before)
+        left = next((r for r in runs if r[1] == s), None)
+        right = next((r for r in runs if r[0] == e), None)
+        fade_left = left is not None and left in self._cache and s - left[0] >= window
+        fade_right = right is not None and right in self._cache and right[1] - e >= window
+        a, b = (left[0] if left else s), (right[1] if right else e)
+        c0 = s - window if fade_left else a
+        c1 = e + window if fade_right else b
+        video = self._decode(latents, c0, c1)
+        if fade_left:
+            assert left is not None
+            video = soft_append(self._cache[left], video, codec.num_frames(s - c0))
+        if fade_right:
+            assert right is not None
+            video = soft_append(video, self._cache[right], codec.num_frames(c1 - e))
+        for run in (left, right):
+            if run is not None:
+                self._cache.pop(run, None)
+        self._cache[(a, b)] = video
 
     def write(self, latents: Tensor, done: Tensor, *, final: bool) -> None:
         now = time.perf_counter()
@@ -444,17 +494,36 @@ class VideoWriter:
 
     def decode(self, latents: Tensor, done: Tensor) -> Tensor:
         """Pixels (1, 3, F, H, W) of every generated run, in time order (runs decoded once)."""
-        codec, device = self.job.c.codec, self.job.c.device
         runs = _runs(done)
         pieces = []
         for run in runs:
             if run not in self._cache:
-                with torch.no_grad():
-                    lat = latents[:, :, run[0] : run[1]].to(device, torch.float32)
-                    self._cache[run] = codec.decode(lat).float().clamp(-1, 1).cpu()
+                self._cache[run] = self._decode(latents, *run)
             pieces.append(self._cache[run])
-        self._cache = {r: p for r, p in self._cache.items() if r in runs}
+        if not self.crossfade:
+            self._cache = {r: p for r, p in self._cache.items() if r in runs}
         return torch.cat(pieces, dim=2)
+
+    def _decode(self, latents: Tensor, start: int, stop: int) -> Tensor:
+        """Pixels (1, 3, F, H, W) of latents [start, stop), float32 on the CPU."""
+        with torch.no_grad():
+            lat = latents[:, :, start:stop].to(self.job.c.device, torch.float32)
+            return self.job.c.codec.decode(lat).float().clamp(-1, 1).cpu()
+
+
+def decodes_in_windows(codec: Any) -> bool:
+    """Whether `codec` is decoded section by section with the official cross-fade.
+
+    A codec says so with a `crossfade_decode` attribute; without one, the HunyuanVideo VAE does
+    (its causal decoder makes a window's pixels depend on where the window starts) and every
+    other codec is decoded in whole runs.
+    """
+    flag = getattr(codec, "crossfade_decode", None)
+    if flag is not None:
+        return bool(flag)
+    from framepack.hunyuan.vae import HunyuanVideoVAE
+
+    return isinstance(codec, HunyuanVideoVAE)
 
 
 def _runs(done: Tensor) -> list[tuple[int, int]]:
