@@ -123,6 +123,9 @@ class TrainConfig:
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig(**self.data))
         object.__setattr__(self, "layouts", tuple(self.layouts))
+        # JSON gives lists where Python presets write tuples; keep one spelling so configs compare.
+        for name in ("model_overrides", "codec"):
+            object.__setattr__(self, name, {k: _tuples(v) for k, v in getattr(self, name).items()})
         _positive(
             self,
             ("window", "text_dim", "text_max_tokens", "batch_size", "micro_batch", "steps"),
@@ -197,6 +200,10 @@ def load_config(path: Path) -> TrainConfig:
         return TrainConfig.from_dict(raw)
     except (TypeError, ValueError) as err:
         raise UserError(f"config file {path}: {err}") from None
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 def _positive(obj: Any, names: tuple[str, ...], prefix: str) -> None:

@@ -50,6 +50,17 @@ class Distributed:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
 
+    def replicas_identical(self, module: nn.Module) -> bool:
+        """True when every process holds bit-identical parameters (DDP keeps them so)."""
+        if self.world == 1:
+            return True
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in module.parameters()])
+        digest = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64)).sum()])
+        gathered = [torch.zeros_like(digest) for _ in range(self.world)]
+        dist.all_gather(gathered, digest)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()

@@ -22,6 +22,9 @@ def ema_beta(samples_seen: int, batch: int, halflife_samples: float, rampup: flo
 class EMA:
     """Float32 shadow copies of a module's floating-point parameters and buffers.
 
+    Under FSDP the copies are sharded like the parameters (DTensors); `state_dict()` then holds
+    shards, which the checkpoint code gathers into full tensors.
+
     The keys are the module's `state_dict()` keys, so `ema.state_dict()` loads straight into a
     fresh copy of the module (or saves as a checkpoint).
     """
@@ -45,8 +48,13 @@ class EMA:
         missing = set(self.shadow) - set(state)
         if missing:
             raise KeyError(f"EMA state lacks {len(missing)} keys, e.g. {sorted(missing)[:3]}")
-        for k in self.shadow:
-            self.shadow[k].copy_(state[k])
+        for k, target in self.shadow.items():
+            source = state[k].to(target.dtype)
+            if hasattr(target, "device_mesh"):  # an FSDP shard: keep this process's part
+                from torch.distributed.tensor import distribute_tensor
+
+                source = distribute_tensor(source, target.device_mesh, target.placements)
+            target.copy_(source)
 
     def copy_to(self, module: nn.Module) -> None:
         """Load the averaged weights into `module` (cast to its dtypes)."""

@@ -239,6 +239,7 @@ def train_step(
     # gradient is the mean over the global batch, whatever the process count.
     scale = env.world / config.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
+    sharded = config.strategy == "fsdp" and env.world > 1  # FSDP2 handles unused parameters itself
     autocast = (
         torch.autocast(env.device.type, dtype=torch.bfloat16)
         if config.dtype == "bfloat16"
@@ -257,10 +258,13 @@ def train_step(
             per_sample = flow_matching_loss(
                 velocity, mb.target.to(env.device), mb.noise.to(env.device), mb.sigma.to(env.device)
             )  # (m,)
-            # A zero-weight touch of every parameter keeps the graph the same whatever the layout
-            # (a level absent from a sample still gets a zero gradient), as DDP requires.
-            ghost = sum(p.flatten()[0] for p in params) * 0.0
-            (per_sample.sum() * scale + ghost).backward()
+            loss = per_sample.sum() * scale
+            if not sharded:
+                # A zero-weight touch of every parameter keeps the graph the same whatever the
+                # layout (a level absent from a sample still gets a zero gradient), as DDP
+                # requires; one process does the same so both follow the same AdamW updates.
+                loss = loss + sum(p.flatten()[0] for p in params) * 0.0
+            loss.backward()
         total += per_sample.detach().double().sum().cpu()
     total = env.all_reduce_sum(total)
     if config.grad_clip > 0:
@@ -325,11 +329,11 @@ def train(
         codec = initial.codec
         model = Denoiser(initial.transformer, initial.text_encoder)
     model.train().to(env.device)
+    wrapped = wrap(model, env, config.strategy)  # FSDP shards `model`'s parameters in place
     ema = EMA(model)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=config.weight_decay
     )
-    wrapped = wrap(model, env, config.strategy)
 
     # -- resume ---------------------------------------------------------------------------------
     step = 0
@@ -379,6 +383,8 @@ def train(
             # snapshot
             if step > start_step and (step % config.checkpoint_every == 0 or done):
                 counters["skipped_files"] = getattr(source, "skipped", {})
+                if config.strategy == "ddp":
+                    counters["replicas_identical"] = env.replicas_identical(model)
                 model_state, optim_state = full_state(model, optimizer)
                 ema_state = full_tensors(ema.state_dict())
                 if env.is_main:
@@ -417,6 +423,7 @@ def train(
                     "seconds": round(time.perf_counter() - start_time, 3),
                 }
                 log_file.write(json.dumps(row) + "\n")
+                log_file.flush()
                 history.append(row)
             bar.update(1)
     finally:
