@@ -115,7 +115,10 @@ def save_bundle(
     meta: BundleMeta,
     card: str | None = None,
 ) -> Path:
-    """Write a bundle directory (replacing one that is there) via a temporary sibling + rename."""
+    """Write a bundle directory (replacing one that is there) via a temporary sibling + rename.
+
+    The transformer is stored in its current dtype (cast it to float16 first to halve the size).
+    """
     out = Path(path)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -150,9 +153,12 @@ def load_meta(path: str | os.PathLike) -> BundleMeta:
 
 
 def load_bundle(
-    path: str | os.PathLike, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = torch.float32,
 ) -> Bundle:
-    """Load a bundle; modules are in eval mode on `device` (CPU default), the transformer in `dtype`."""
+    """Load a bundle; modules are in eval mode on `device` (CPU default), the transformer cast to
+    `dtype` (float32 by default, whatever the stored precision; None keeps the stored dtype)."""
     root = Path(path)
     meta = load_meta(root)
     codec = codec_from_config(json.loads((root / CODEC_NAME).read_text()))

@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export", type=Path, metavar="DIR", help="write the latest EMA weights as a bundle and exit"
     )
+    parser.add_argument(
+        "--export-dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="transformer precision of --export",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -69,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from framepack.train.loop import export_bundle, train
 
     if args.export is not None:
-        out = export_bundle(args.out, args.export)
+        import torch
+
+        out = export_bundle(args.out, args.export, dtype=getattr(torch, args.export_dtype))
         print(f"bundle written to {out}")
         return 0
     if args.add_level and args.init is None:

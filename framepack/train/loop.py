@@ -439,9 +439,14 @@ def train(
 
 
 def export_bundle(
-    run_dir: str | Path, out: str | Path, card: dict[str, Any] | None = None, readme: str | None = None
+    run_dir: str | Path,
+    out: str | Path,
+    card: dict[str, Any] | None = None,
+    readme: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write the latest checkpoint's EMA weights as a model bundle at `out`."""
+    """Write the latest checkpoint's EMA weights as a model bundle at `out` (the transformer in
+    `dtype`; the prompt encoder stays float32)."""
     paths = RunPaths(Path(run_dir))
     latest = latest_checkpoint(paths.checkpoints)
     if latest is None:
@@ -451,11 +456,5 @@ def export_bundle(
     model = Denoiser(initial.transformer, initial.text_encoder)
     ckpt = load_checkpoint(latest)
     model.load_state_dict(ckpt.ema)
-    return save_bundle(
-        out,
-        model.transformer,
-        model.text_encoder,
-        initial.codec,
-        bundle_meta(config, ckpt.step, card),
-        readme,
-    )
+    meta = bundle_meta(config, ckpt.step, card)
+    return save_bundle(out, model.transformer.to(dtype), model.text_encoder, initial.codec, meta, readme)

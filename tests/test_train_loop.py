@@ -1,0 +1,119 @@
+"""End-to-end tests of `framepack train`: a run, refusal of a used directory, exact resume after
+kill -9, finetuning with a new context level, export to a model bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from framepack.cli import main as cli_main
+from framepack.errors import UserError
+from framepack.model_bundle import load_bundle
+from framepack.train.config import PRESETS
+from framepack.train.loop import read_log, train
+
+TINY = PRESETS["tiny-test"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "framepack", "train", *args, "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    subprocess.run(_cli("--preset", "tiny-test", "--out", str(run), "--steps", "9"), check=True)
+    return run
+
+
+def test_a_run_writes_config_log_plot_checkpoints_and_a_loadable_bundle(finished_run):
+    rows = read_log(finished_run / "log.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 10))
+    assert all(r["loss"] > 0 for r in rows) and rows[-1]["samples"] == 9 * TINY.batch_size
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["steps"] == 9 and config["window"] == TINY.window
+    assert (finished_run / "loss.png").stat().st_size > 0
+    assert sorted(p.name for p in (finished_run / "checkpoints").glob("*.json"))[-1] == "step-0000009.json"
+    bundle = load_bundle(finished_run / "bundle")
+    assert bundle.meta.window == TINY.window and bundle.meta.training["steps"] == 9
+    # the bundle holds the EMA weights of the last checkpoint
+    ema = load_file(str(finished_run / "checkpoints" / "step-0000009.safetensors"))
+    assert torch.equal(bundle.transformer.proj_out.weight, ema["ema.transformer.proj_out.weight"])
+    # and the modules run: one velocity prediction of the right shape
+    h = TINY.data.size // bundle.codec.space_factor
+    c = bundle.codec.latent_channels
+    embeds = bundle.text_encoder.encode(["the camera pans left slowly"])
+    with torch.no_grad():
+        v = bundle.transformer(
+            torch.randn(1, c, TINY.window, h, h),
+            torch.tensor([500.0]),
+            embeds.states,
+            embeds.mask,
+            embeds.pooled,
+            torch.arange(1, 1 + TINY.window)[None],
+        )
+    assert v.shape == (1, c, TINY.window, h, h) and torch.isfinite(v).all()
+    assert "pans" in bundle.text_encoder.vocab  # the vocabulary comes from the world's captions
+
+
+def test_a_used_run_directory_is_refused_without_resume(finished_run, capsys):
+    with pytest.raises(UserError, match="--resume"):
+        train(TINY, finished_run, progress=False)
+    assert cli_main(["train", "--preset", "tiny-test", "--out", str(finished_run)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_resume_after_kill_9_reproduces_the_losses_bit_for_bit(finished_run, tmp_path):
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("--preset", "tiny-test", "--out", str(run), "--steps", "9"))
+    marker = run / "checkpoints" / "step-0000003.json"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert not (run / "bundle").exists()
+    subprocess.run(_cli("--out", str(run), "--resume"), check=True)
+    expected = [(r["step"], r["loss"]) for r in read_log(finished_run / "log.jsonl")]
+    assert [(r["step"], r["loss"]) for r in read_log(run / "log.jsonl")] == expected
+
+
+def test_finetune_from_a_run_adds_a_level_initialised_from_the_coarsest(finished_run, tmp_path):
+    config = TINY.replace(schedule="released-f1:tail=grow", steps=2)
+    path = tmp_path / "grow.json"
+    path.write_text(json.dumps(config.to_dict()))
+    with pytest.raises(UserError, match="--add-level 8,16,16"):
+        train(config, tmp_path / "no-level", init=finished_run, progress=False)
+    run = tmp_path / "finetune"
+    assert cli_main(["train", "--config", str(path), "--out", str(run), "--init", str(finished_run),
+                     "--add-level", "8,16,16", "--no-progress"]) == 0  # fmt: skip
+    start = load_bundle(run / "model")  # the weights the finetune started from
+    ema = load_file(str(finished_run / "checkpoints" / "step-0000009.safetensors"))
+    proj_4x = ema["ema.transformer.clean_x_embedder.proj_4x.weight"]
+    assert torch.equal(start.transformer.clean_x_embedder.proj_4x.weight, proj_4x)
+    new = start.transformer.clean_x_embedder.proj_8x.weight
+    expected = proj_4x.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4) / 8
+    assert torch.allclose(new, expected)
+    assert len(read_log(run / "log.jsonl")) == 2
+
+
+def test_export_writes_the_latest_ema_in_half_precision(finished_run, tmp_path):
+    out = tmp_path / "exported"
+    assert (
+        cli_main(["train", "--out", str(finished_run), "--export", str(out), "--export-dtype", "float16"])
+        == 0
+    )
+    stored = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert stored["proj_out.weight"].dtype == torch.float16
+    ema = load_file(str(finished_run / "checkpoints" / "step-0000009.safetensors"))
+    assert torch.equal(stored["proj_out.weight"], ema["ema.transformer.proj_out.weight"].half())
+    assert load_bundle(out).transformer.proj_out.weight.dtype == torch.float32  # loads as float32
