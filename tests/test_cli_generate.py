@@ -109,3 +109,47 @@ def test_existing_output_untouched(bundle, tmp_path, capsys):
     assert main(["generate", "--model", bundle, "--seconds", "1", "--out", str(out), "--quiet"]) == 2
     assert out.read_bytes() == b"precious"
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path):
+    """A real process stopped by SIGTERM after its first section; --resume finishes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    base = [sys.executable, "-m", "framepack", "generate", "--model", bundle, "--seconds", "6", "--quiet"]
+    stopped_out, full_out = tmp_path / "s.mp4", tmp_path / "f.mp4"
+    proc = subprocess.Popen([*base, "--out", str(stopped_out)], stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / "s.resume.safetensors.parts"
+    deadline = time.time() + 120
+    while not (parts.is_dir() and any(parts.iterdir())) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert stopped_out.exists() and (tmp_path / "s.resume.safetensors").exists()
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                bundle,
+                "--seconds",
+                "6",
+                "--quiet",
+                "--out",
+                str(stopped_out),
+                "--resume",
+            ]
+        )
+        == 0
+    )
+    assert main(["generate", "--model", bundle, "--seconds", "6", "--quiet", "--out", str(full_out)]) == 0
+    a, _ = read_video(stopped_out)
+    b, _ = read_video(full_out)
+    assert a.shape == b.shape == (48, 16, 16, 3)
+    assert np.array_equal(a, b)
+    assert not (tmp_path / "s.resume.safetensors").exists()

@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     )
     pipe = FramePackPipeline.from_pretrained(args.model, load)
     result = pipe.generate(options, progress=not args.quiet)
-    state = "stopped early; resume with --resume" if result.stopped else "done"
-    print(f"{result.path} ({result.frames} frames, {result.seconds:.2f} s, {state})")
+    if result.stopped:
+        print(
+            f"{result.path}: stopped after {result.frames} frames; finish with --resume --out {result.path}"
+        )
+        return 130  # interrupted, as a shell reports Ctrl-C
+    print(f"{result.path} ({result.frames} frames, {result.seconds:.2f} s)")
     return 0
