@@ -54,6 +54,8 @@ class BundleMeta:
     guidance:     distilled guidance value, or None when the model has no guidance embedding.
     cfg_scale:    default classifier-free guidance (1.0 = off).
     default_prompt: a caption the model knows, for the default example.
+    max_latent_index: the largest latent frame index (RoPE time) seen in training; sections
+                  farther from the start frame are extrapolation (None: unknown).
     model_card:   free-form facts (training command, wall time, data seeds, measurements).
     training:     the resolved training config and progress (steps, samples).
     """
@@ -73,6 +75,7 @@ class BundleMeta:
     guidance: float | None = None
     cfg_scale: float = 1.0
     default_prompt: str = ""
+    max_latent_index: int | None = None
     model_card: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 

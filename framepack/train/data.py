@@ -50,17 +50,20 @@ def _to_pixels(frames: np.ndarray) -> Tensor:
 
 
 class WorldSource:
-    """Long videos of the procedural world (training seeds only: `WorldClips(split="train")`).
+    """Long videos of the procedural world (training runs use `split="train"` only; evaluation
+    uses the disjoint "eval" seed range).
 
     Only the frames a sample needs are rendered (its start frame and one window), so a sample
     can sit anywhere in a video of `seconds`, at the cost of a short clip.
     """
 
-    def __init__(self, seconds: float, size: int, fps: float, seed: int, length: int) -> None:
+    def __init__(
+        self, seconds: float, size: int, fps: float, seed: int, length: int, split: str = "train"
+    ) -> None:
         from framepack.data.world_clips import WorldClips
 
         self.num_frames = max(1, round(seconds * fps))
-        self.dataset = WorldClips(self.num_frames, size, fps, split="train", length=length, seed=seed)
+        self.dataset = WorldClips(self.num_frames, size, fps, split=split, length=length, seed=seed)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -111,6 +111,15 @@ def fit_codec(config: TrainConfig, source: ClipSource) -> Codec:
     return codec
 
 
+def max_latent_index(config: TrainConfig) -> int:
+    """The largest latent index a training window reaches (world: videos of `data.seconds`)."""
+    codec = codec_from_config(dict(config.codec))
+    if config.data.kind == "videos":
+        return config.data.clip_latents
+    frames = max(1, round(config.data.seconds * config.data.fps))
+    return (frames - 1) // codec.time_factor
+
+
 def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None = None) -> BundleMeta:
     return BundleMeta(
         fps=config.data.fps,
@@ -121,6 +130,7 @@ def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None 
         layouts=config.layouts,
         default_plan="inverted" if "inverted" in config.layouts else config.layouts[0],
         shift=config.sigma_shift,
+        max_latent_index=max_latent_index(config),
         model_card=dict(card or {}),
         training={"config": config.to_dict(), "steps": step, "samples": step * config.batch_size},
     )
