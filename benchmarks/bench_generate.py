@@ -69,7 +69,9 @@ def instrument(pipe: FramePackPipeline, timer: Timer) -> None:
     pipeline_module.save_state = timer.wrap("save resume data", pipeline_module.save_state)
 
 
-def run_job(pipe: FramePackPipeline, seconds: float, out: Path, plan: str | None) -> tuple[float, list[float]]:
+def run_job(
+    pipe: FramePackPipeline, seconds: float, out: Path, plan: str | None
+) -> tuple[float, list[float]]:
     """One job; returns its wall time and the wall time of every section (in plan order)."""
     marks: list[float] = []
     last = {"section": None}
@@ -118,9 +120,14 @@ def main() -> None:
                 i = walls.index(median)
                 split = {k: round(v, 2) for k, v in parts[i].items()}
                 split["other"] = round(median - sum(parts[i].values()), 2)
-                results[f"{seconds:g}s"] = {"wall_s": [round(w, 2) for w in walls], "median_s": round(median, 2)}
+                results[f"{seconds:g}s"] = {
+                    "wall_s": [round(w, 2) for w in walls],
+                    "median_s": round(median, 2),
+                }
                 results[f"{seconds:g}s"]["split_of_median_s"] = split
-                print(f"{seconds:g} s video: median {median:.2f} s over {args.repeats} runs {walls}; split {split}")
+                print(
+                    f"{seconds:g} s video: median {median:.2f} s over {args.repeats} runs {walls}; split {split}"
+                )
         else:
             for seconds in args.seconds:
                 wall, per_section = run_job(pipe, seconds, out, args.plan)
