@@ -32,7 +32,7 @@ from framepack.conditioning import latent_time, prepare
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
 from framepack.packing import PackedContext, PackedLevel, pack, parse_schedule
-from framepack.plans import Anchor, Plan, Section, make_plan, num_sections
+from framepack.plans import Anchor, Plan, Section, make_plan
 from framepack.progress import Progress
 from framepack.resume import ResumeState, StopFlag, load_state, resume_path, save_state, section_generator
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc
@@ -131,7 +131,10 @@ class Job:
         anchors = self._anchors()
         kwargs: dict[str, Any] = {}
         if spec.mode == "released":
-            kwargs["sections"] = num_sections(self.options.seconds, fps=self.fps, window=spec.window)
+            # Enough whole sections to cover the requested frames; the video is then trimmed to
+            # exactly that length. (The official demo rounds, num_sections(), and may end short.)
+            prefix = existing or 1
+            kwargs["sections"] = max(1, math.ceil((total - prefix) / spec.window))
         else:
             kwargs["total"] = max(total, existing + 1 + len(cond.keyframes) + (cond.end is not None))
         try:
@@ -350,7 +353,9 @@ class Job:
                 levels.append(PackedLevel(lv.kernel, lat, idx))
             return PackedContext(tuple(levels)).to(device, dtype)
         schedule = parse_schedule(self.spec.schedule)
-        hist = list(section.history)
+        hist = list(section.history)  # nearest first
+        if schedule.ranking == "time":  # only the nearest frames can be chosen: keep per-section work flat
+            hist = hist[: schedule.capacity]
         anchors = list(section.anchors)
         anchor_idx = [self._anchor_index(a, section) for a in anchors]
         ctx = pack(
