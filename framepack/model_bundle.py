@@ -16,6 +16,7 @@ tensors in safetensors, everything else in JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -153,6 +154,16 @@ def load_meta(path: str | os.PathLike) -> BundleMeta:
         return BundleMeta.from_json(json.loads(meta_path.read_text()))
     except (ValueError, TypeError) as err:
         raise UserError(f"{meta_path}: {err}") from None
+
+
+def update_meta(path: str | os.PathLike, **changes: Any) -> BundleMeta:
+    """Rewrite fields of a bundle's `framepack.json` (e.g. the model card after evaluation)."""
+    meta = dataclasses.replace(load_meta(path), **changes)
+    target = Path(path) / META_NAME
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+    os.replace(tmp, target)
+    return meta
 
 
 def load_bundle(

@@ -306,3 +306,22 @@ def test_plot_loss_writes_a_png(tmp_path):
         assert len(image.getcolors(maxcolors=1 << 16)) > 2  # something was drawn
     plot_loss([1], [0.5], path)  # one point: an empty frame, no crash
     assert smooth([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
+
+
+# -- model bundle meta ----------------------------------------------------------------------------
+
+
+def test_bundle_meta_round_trip_update_and_errors(tmp_path):
+    from framepack.errors import UserError
+    from framepack.model_bundle import META_NAME, BundleMeta, load_meta, update_meta
+
+    meta = BundleMeta(fps=30, height=32, width=32, window=4, schedule="released-f1", max_latent_index=479)
+    (tmp_path / META_NAME).write_text(json.dumps(meta.to_json()))
+    assert load_meta(tmp_path) == meta
+    changed = update_meta(tmp_path, default_prompt="the camera holds still", model_card={"steps": 3})
+    assert load_meta(tmp_path) == changed and changed.default_prompt == "the camera holds still"
+    with pytest.raises(UserError, match="not a model bundle"):
+        load_meta(tmp_path / "nowhere")
+    (tmp_path / META_NAME).write_text(json.dumps({**meta.to_json(), "format": "other"}))
+    with pytest.raises(UserError, match="not a framepack bundle"):
+        load_meta(tmp_path)
