@@ -358,3 +358,69 @@ def test_cli_missing_part_exit_2(model_dir, tmp_path, capsys):
     assert code == 2
     assert "hunyuanvideo-community/HunyuanVideo" in err and str(partial) in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_fill_between_sections_keeps_frame_count(inverted, tmp_path):
+    """Endpoints order: a section joining two decoded runs fades on both sides; counts stay exact."""
+    from framepack.pipeline import VideoWriter
+
+    options = GenerationOptions(
+        image=write_image(tmp_path / "s.png", seed=3),
+        seconds=4.5,
+        plan="endpoints",
+        out=str(tmp_path / "v.mp4"),
+    )
+    job = Job(inverted, options)
+    assert len(job.plan) == 4
+    lat = torch.randn(1, 4, job.plan.total, 2, 2, generator=torch.Generator().manual_seed(1))
+    writer, done = VideoWriter(job), torch.zeros(job.plan.total, dtype=torch.bool)
+    done[0] = True
+    for section in job.plan.sections:
+        done[section.start : section.stop] = True
+        writer.add(lat, done, section)
+        runs = writer.decode(lat, done)
+        assert runs.shape[2] == sum(inverted.codec.num_frames(b - a) for a, b in _runs(done))
+    assert list(writer._cache) == [(0, job.plan.total)]
+
+
+def _runs(done):
+    from framepack.pipeline import _runs
+
+    return _runs(done)
+
+
+def test_resume_equals_uninterrupted(inverted, tmp_path, monkeypatch):
+    """A stopped and resumed job re-plays the cross-fades in order: the same pixels."""
+    import framepack.pipeline as pipeline
+    from framepack.resume import StopFlag
+
+    written = {}
+    write_video = pipeline.write_video
+
+    def capture(path, pixels, *args, **kwargs):  # H.264 itself may differ run to run: compare pixels
+        written[Path(path).name] = pixels.clone()
+        return write_video(path, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_video", capture)
+    image = write_image(tmp_path / "s.png", seed=5)
+
+    def options(name, **kw):
+        return GenerationOptions(
+            image=image, seconds=2.9, steps=1, sampler="euler", out=str(tmp_path / name), **kw
+        )
+
+    pipe = FramePackPipeline(inverted)
+    full = pipe.generate(options("full.mp4"), progress=False)
+    stop = StopFlag(on_signal=None)
+    calls = []
+
+    def tick(*args):
+        calls.append(1)
+        if len(calls) == 2:  # one step per section: stop after the second of three sections
+            stop.request()
+
+    assert pipe.generate(options("part.mp4"), progress=False, stop=stop, callback=tick).stopped
+    done = pipe.generate(options("part.mp4", resume=True), progress=False)
+    assert torch.equal(done.latents, full.latents)
+    assert written["full.mp4"].shape[1] == written["part.mp4"].shape[1] == round(2.9 * 30)
+    assert torch.equal(written["full.mp4"], written["part.mp4"])
