@@ -424,3 +424,21 @@ def test_resume_equals_uninterrupted(inverted, tmp_path, monkeypatch):
     assert torch.equal(done.latents, full.latents)
     assert written["full.mp4"].shape[1] == written["part.mp4"].shape[1] == round(2.9 * 30)
     assert torch.equal(written["full.mp4"], written["part.mp4"])
+
+
+def test_offloading_wrappers_give_the_same_results(inverted):
+    """The low-VRAM wrappers (CUDA only in use) only move models: same outputs (checked on the CPU)."""
+    from framepack.hunyuan.components import ImageEncoderFn, OffloadedCodec, OffloadedPromptEncoder
+
+    cpu = torch.device("cpu")
+    codec = OffloadedCodec(inverted.codec, cpu)
+    assert codec.crossfade_decode and codec.num_frames(10) == inverted.codec.num_frames(10) == 37
+    pixels = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    torch.testing.assert_close(codec.encode(pixels), inverted.codec.encode(pixels), rtol=0, atol=0)
+    lat = torch.randn(1, 4, 2, 4, 4)
+    torch.testing.assert_close(codec.decode(lat), inverted.codec.decode(lat), rtol=0, atol=0)
+    prompt = OffloadedPromptEncoder(inverted.prompt_encoder, cpu).encode([PROMPT])
+    torch.testing.assert_close(prompt.states, inverted.prompt_encoder.encode([PROMPT]).states, rtol=0, atol=0)
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    offloaded = ImageEncoderFn(inverted.image_encoder.encoder, cpu)(images)
+    torch.testing.assert_close(offloaded, inverted.image_encoder(images), rtol=0, atol=0)
