@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from framepack.errors import UserError
 from framepack.options import PLANS, SAMPLERS, GenerationOptions, parse_keyframe
 
 
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dir", help="folder (or Hugging Face cache) holding the released model parts")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    g.add_argument("--bucket", type=int, help="resolution bucket around N x N pixels (released models; 640)")
     g.add_argument("--low-vram", action="store_true", help="stream transformer blocks (13B in ~6 GB)")
     g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold (0 = off; e.g. 0.15)")
     g.add_argument(
@@ -94,11 +96,14 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     options.validate()
+    if args.bucket is not None and not 16 <= args.bucket <= 4096:
+        raise UserError(f"--bucket must be between 16 and 4096 pixels, got {args.bucket}")
     load = LoadOptions(
         model_dir=args.model_dir,
         device=args.device,
         dtype=args.dtype,
         low_vram=args.low_vram,
+        bucket=args.bucket,
         teacache=args.teacache,
         loras=list(args.lora),
     )
