@@ -238,16 +238,8 @@ class Job:
     def _timeline(self) -> tuple[Tensor, Tensor]:
         """The latent timeline (1, C, T, h, w) on the CPU with the known frames filled in."""
         cond, c = self.cond, self.c
-        ref = (
-            next(t for t in (cond.start, cond.existing, cond.end, *cond.keyframes.values()) if t is not None)
-            if (cond.start is not None or cond.existing is not None or cond.end is not None or cond.keyframes)
-            else None
-        )
-        if ref is None:
-            h, w = (s // c.codec.space_factor for s in cond.size)
-            shape = (1, c.codec.latent_channels, self.plan.total, h, w)
-        else:
-            shape = (1, ref.shape[1], self.plan.total, *ref.shape[3:])
+        h, w = (s // c.codec.space_factor for s in cond.size)
+        shape = (1, c.codec.latent_channels, self.plan.total, h, w)
         latents = torch.zeros(shape)
         done = torch.zeros(self.plan.total, dtype=torch.bool)
         if cond.existing is not None:
