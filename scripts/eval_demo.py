@@ -10,7 +10,10 @@
    to the first 15% (target >= 0.9) and the start-end contrast of sharpness (target <= 15%).
 
     python scripts/eval_demo.py                       # bundled demo, both parts, JSON to stdout
-    python scripts/eval_demo.py --bundle RUN/bundle --clips 8 --no-rollout
+    python scripts/eval_demo.py --bundle RUN/bundle --clips 8 --no-rollout --probe
+
+`--probe` adds a diagnostic: the clean-section estimate at sigma 0.9 with the true context, with
+another sample's context, and the copy-the-last-frame baseline (does the model use its context?).
 """
 
 from __future__ import annotations
@@ -155,6 +158,40 @@ def eval_sections(bundle: Bundle, clips: int, seed: int, steps: int, shift: floa
     }
 
 
+def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> dict:
+    """Does the model use its context? The clean-section estimate `x - sigma * v` at a high noise
+    level, with the true context and with the context of another sample (forward layout), next
+    to copying the most recent context latent. MSE in normalised latent units."""
+    meta, codec = bundle.meta, bundle.codec
+    n = int(meta.training.get("config", {}).get("data", {}).get("clip_latents", 24))
+    source = WorldSource(64.0, meta.height, meta.fps, seed, clips, split="eval")
+    schedule = parse_schedule(meta.schedule)
+    contexts, targets, indices, captions = [], [], [], []
+    for i in range(clips):
+        gen = torch.Generator().manual_seed(seed * 1000 + i)
+        latents, idx, timeline = sample_window(source, codec, i, n, gen)
+        lay = draw_layout(("forward",), 1 + n, meta.window, gen)
+        context, target, target_idx = build_context(latents[None], idx, lay, schedule)
+        contexts.append(context)
+        targets.append(target)
+        indices.append(target_idx)
+        captions.append(section_caption(timeline, int(target_idx[0, 0]), meta.window, codec, meta.fps))
+    context, x0, target_idx = stack_contexts(contexts), torch.cat(targets), torch.cat(indices)
+    shuffled = stack_contexts(contexts[1:] + contexts[:1])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    x = (1 - sigma) * x0 + sigma * noise
+    embeds = bundle.text_encoder.encode(captions)
+    t = torch.full((clips,), sigma * 1000.0)
+    out = {"sigma": sigma, "target_variance": round(float(x0.var()), 4)}
+    with torch.no_grad():
+        for name, ctx in (("true_context", context), ("shuffled_context", shuffled)):
+            v = bundle.transformer(x, t, embeds.states, embeds.mask, embeds.pooled, target_idx, ctx)
+            out[f"x0_mse_{name}"] = round(float(((x - sigma * v - x0) ** 2).mean()), 4)
+    recent = context.levels[-1].latents[:, :, -1:]  # the most recent history latent (1x level)
+    out["x0_mse_copy_recent"] = round(float(((recent - x0) ** 2).mean()), 4)
+    return out
+
+
 def eval_rollout(bundle_path: Path, bundle: Bundle, seconds: float, seed: int, plan: str | None) -> dict:
     """A long rollout with the pipeline; palette and sharpness drift between its ends."""
     try:
@@ -208,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="rollout length")
     p.add_argument("--plan", help="rollout plan (default: the bundle's)")
     p.add_argument("--no-rollout", action="store_true", help="skip the rollout")
+    p.add_argument("--probe", action="store_true", help="also probe the use of context at high noise")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -218,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": str(args.bundle),
         "sections": eval_sections(bundle, args.clips, args.seed, steps, shift),
     }
+    if args.probe:
+        report["probe"] = probe_context(bundle, args.clips, args.seed)
     if not args.no_rollout:
         report["rollout"] = eval_rollout(args.bundle, bundle, args.seconds, args.seed, args.plan)
     json.dump(report, sys.stdout, indent=2)
