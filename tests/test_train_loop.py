@@ -117,3 +117,15 @@ def test_export_writes_the_latest_ema_in_half_precision(finished_run, tmp_path):
     ema = load_file(str(finished_run / "checkpoints" / "step-0000009.safetensors"))
     assert torch.equal(stored["proj_out.weight"], ema["ema.transformer.proj_out.weight"].half())
     assert load_bundle(out).transformer.proj_out.weight.dtype == torch.float32  # loads as float32
+
+
+def test_finetune_from_a_diffusers_transformer_folder(finished_run, tmp_path):
+    run = tmp_path / "from-diffusers"
+    folder = finished_run / "bundle" / "transformer"  # config.json + diffusion_pytorch_model.safetensors
+    train(TINY.replace(steps=1), run, init=folder, progress=False)
+    start = load_bundle(run / "model")
+    stored = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    assert torch.equal(start.transformer.proj_out.weight, stored["proj_out.weight"])
+    assert start.text_encoder.config.width == start.transformer.config.text_embed_dim
+    with pytest.raises(UserError, match="not a run directory"):
+        train(TINY, tmp_path / "nothing", init=tmp_path, progress=False)

@@ -39,7 +39,8 @@ from tqdm import tqdm
 from framepack.codecs.base import Codec, codec_from_config
 from framepack.errors import UserError
 from framepack.model_bundle import BundleMeta, is_bundle, load_bundle, save_bundle
-from framepack.text.vocab import Vocabulary
+from framepack.models import PackedTransformer
+from framepack.text.vocab import VocabEncoder, VocabEncoderConfig, Vocabulary
 from framepack.train.checkpoint import (
     Checkpoint,
     atomic_write_json,
@@ -48,7 +49,7 @@ from framepack.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from framepack.train.components import Denoiser, build_denoiser, schedule_kernels, schedule_of
+from framepack.train.components import Denoiser, build_denoiser, schedule_kernels, schedule_of, seeded
 from framepack.train.config import TrainConfig
 from framepack.train.data import ClipSource, MicroBatch, draw_micro_batches, make_source
 from framepack.train.distributed import Distributed, wrap
@@ -136,26 +137,52 @@ def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None 
     )
 
 
-def load_init(path: Path, add_levels: Sequence[tuple[int, int, int]]) -> Denoiser:
-    """Weights to finetune from: a bundle, a run directory (its latest EMA) or a diffusers dir."""
+def load_init(
+    path: Path, config: TrainConfig, source: ClipSource, add_levels: Sequence[tuple[int, int, int]]
+) -> tuple[Denoiser, Codec]:
+    """The model and codec to finetune from.
+
+    path: a run directory (its latest EMA weights), a model bundle, or a diffusers-format
+    transformer directory (config.json + safetensors, e.g. a released one); for the latter the
+    codec and a fresh vocabulary prompt encoder (sized to the transformer's text widths) are
+    built from `config`. New context levels in `add_levels` are initialised from the existing
+    projections (`PackedTransformer.add_clean_level`).
+    """
     if (path / "config.json").is_file() and (path / "model").is_dir():  # a run directory
         bundle = load_bundle(path / "model")
-        model = Denoiser(bundle.transformer.train(), bundle.text_encoder.train())
+        model, codec = Denoiser(bundle.transformer.train(), bundle.text_encoder.train()), bundle.codec
         ckpt = latest_checkpoint(path / "checkpoints")
         if ckpt is None:
             raise UserError(f"run directory {path} has no checkpoint yet; pass a bundle or a finished run")
         model.load_state_dict(load_checkpoint(ckpt).ema)
     elif is_bundle(path):
         bundle = load_bundle(path)
-        model = Denoiser(bundle.transformer.train(), bundle.text_encoder.train())
+        model, codec = Denoiser(bundle.transformer.train(), bundle.text_encoder.train()), bundle.codec
+    elif (path / "config.json").is_file():
+        try:
+            transformer = PackedTransformer.from_pretrained(path, dtype=torch.float32).train()
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(f"--init {path}: {err}") from None
+        codec = fit_codec(config, source)
+        tc = transformer.config
+        if tc.in_channels != codec.latent_channels:
+            raise UserError(
+                f"--init {path}: the transformer takes {tc.in_channels} latent channels, the codec "
+                f"{config.codec} makes {codec.latent_channels}; use the codec it was trained with"
+            )
+        text = VocabEncoderConfig(width=tc.text_embed_dim, pooled_width=tc.pooled_projection_dim, layers=1,
+                                  heads=4 if tc.text_embed_dim % 4 == 0 else 1, max_length=config.text_max_tokens)  # fmt: skip
+        with seeded(config.seed):
+            text_encoder = VocabEncoder(Vocabulary.build(source.captions(VOCAB_SCRIPTS)), text)
+        model = Denoiser(transformer, text_encoder)
     else:
         raise UserError(
-            f"--init {path}: not a framepack bundle or run directory; for a diffusers transformer "
-            "alone use init_transformer() from Python (the prompt encoder must match its text width)"
+            f"--init {path}: not a run directory, a model bundle (framepack.json) or a diffusers "
+            "transformer folder (config.json + safetensors)"
         )
     for kernel in add_levels:
         model.transformer.add_clean_level(tuple(kernel))
-    return model
+    return model, codec
 
 
 def check_kernels(model: Denoiser, config: TrainConfig) -> None:
@@ -324,8 +351,7 @@ def train(
     source = make_source(config, codec_from_config(dict(config.codec)))
     if fresh:
         if init is not None:
-            model = load_init(Path(init), add_levels)
-            codec = load_bundle(Path(init) / "model" if (Path(init) / "model").is_dir() else Path(init)).codec
+            model, codec = load_init(Path(init), config, source, add_levels)
         else:
             codec = fit_codec(config, source)
             vocab = Vocabulary.build(source.captions(VOCAB_SCRIPTS))
