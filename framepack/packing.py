@@ -778,6 +778,8 @@ def pack(
         order = scores.argsort(dim=1, descending=True, stable=True)  # (B, N) best first
     else:
         order = history_indices.new_zeros((b, 0))
+    if not any(slot.role == "pool" for slot in slots):  # only the frames the slots take are used:
+        order = order[:, : sum(slot.frames for slot in slots)]  # gather those alone (flat cost in N)
     frames, indices = _gather(history, order), history_indices.gather(1, order)
     missing = schedule.capacity - n if pad == "zeros" else 0
     if missing > 0:
