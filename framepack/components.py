@@ -170,10 +170,16 @@ def _load_bundle(path: Path, options: LoadOptions) -> Components:
 def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
     """A ModelSpec from a bundle's `BundleMeta` (framepack/model_bundle.py).
 
-    The start anchor's RoPE gap is capped at the largest gap seen in training (the clip length
-    minus one window), the general-mode counterpart of the released layout's capped padding.
+    The start anchor's RoPE gap is capped at the largest frame index seen in training
+    (`max_latent_index`; older bundles: the training window length), the general-mode
+    counterpart of the released layout's capped padding: past it, the anchor keeps its
+    distance to the section instead of drifting out of the trained range.
     """
-    clip = meta.training.get("config", {}).get("data", {}).get("clip_latents")
+    largest = getattr(meta, "max_latent_index", None)
+    if largest is None:
+        largest = meta.training.get("config", {}).get("data", {}).get("clip_latents")
+    # anchor at (start - gap), section frames up to start + window - 1: span <= largest index
+    gap = None if largest is None else max(1, int(largest) - meta.window + 1)
     example = path / "example.png"
     return ModelSpec(
         name=str(meta.model_card.get("name", path.name)),
@@ -186,7 +192,7 @@ def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
         shift=meta.shift,
         guidance=meta.guidance,
         size=(meta.height, meta.width),
-        max_anchor_gap=None if clip is None else max(1, int(clip) - meta.window - 1),
+        max_anchor_gap=gap,
         example_image=str(example) if example.is_file() else None,
         example_prompt=meta.default_prompt,
     )
