@@ -38,6 +38,7 @@ class ModelSpec:
     steps:        default sampling steps; shift: sigma shift (None: resolution-dependent, capped).
     guidance:     distilled guidance (None: the model has no guidance embedding).
     size:         (H, W) pixels for models with one size; None: resolution buckets.
+    prediction:   "velocity" (released models) or "x0" (converted by sampling.x0_to_velocity).
     max_anchor_gap: general mode: the start/keyframe anchors are placed at most this many latent
                   frames before/after the section in RoPE time (None: true times). The released
                   inverted layout caps the gap the same way with its padding (at most 3 windows).
@@ -55,6 +56,7 @@ class ModelSpec:
     size: tuple[int, int] | None = None
     bucket: int = 640
     max_anchor_gap: int | None = None
+    prediction: str = "velocity"
     example_image: str | None = None
     example_prompt: str = ""
 
@@ -193,6 +195,7 @@ def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
         guidance=meta.guidance,
         size=(meta.height, meta.width),
         max_anchor_gap=gap,
+        prediction=getattr(meta, "prediction", "velocity"),
         example_image=str(example) if example.is_file() else None,
         example_prompt=meta.default_prompt,
     )

@@ -55,6 +55,8 @@ class BundleMeta:
     guidance:     distilled guidance value, or None when the model has no guidance embedding.
     cfg_scale:    default classifier-free guidance (1.0 = off).
     default_prompt: a caption the model knows, for the default example.
+    prediction:   what the transformer outputs: "velocity" (released models) or "x0" (converted
+                  to a velocity by `framepack.sampling.x0_to_velocity`).
     max_latent_index: the largest latent frame index (RoPE time) seen in training; sections
                   farther from the start frame are extrapolation (None: unknown).
     model_card:   free-form facts (training command, wall time, data seeds, measurements).
@@ -77,6 +79,7 @@ class BundleMeta:
     cfg_scale: float = 1.0
     default_prompt: str = ""
     max_latent_index: int | None = None
+    prediction: str = "velocity"
     model_card: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 

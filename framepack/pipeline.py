@@ -35,7 +35,7 @@ from framepack.packing import PackedContext, PackedLevel, pack, parse_schedule
 from framepack.plans import Anchor, Plan, Section, make_plan
 from framepack.progress import Progress
 from framepack.resume import ResumeState, StopFlag, load_state, resume_path, save_state, section_generator
-from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc
+from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
 from framepack.video import check_output_path, sidecar_path, write_sidecar, write_video
 
 # Zero padding continues the history on the side where the plan's history lies (as in training,
@@ -290,8 +290,8 @@ class Job:
                         context=context,
                         image_embeds=image,
                         guidance=guidance,
-                    )
-                return v.float()
+                    ).float()
+                return x0_to_velocity(x, v, sigma) if spec.prediction == "x0" else v
 
             return velocity
 

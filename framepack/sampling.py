@@ -176,6 +176,26 @@ def batched_cfg_velocity(both: Velocity, scale: float, rescale: float = 0.0) -> 
 # Samplers
 
 
+PREDICTIONS = ("velocity", "x0")
+MIN_SIGMA_X0 = 0.05
+
+
+def x0_to_velocity(x: Tensor, x0: Tensor, sigma: Tensor | float, min_sigma: float = MIN_SIGMA_X0) -> Tensor:
+    """Velocity `(x - x0) / sigma` of an x0-predicting model (sigma clamped at `min_sigma`).
+
+    Models whose tokens are much wider than their hidden size (e.g. a lossless pixel codec:
+    768 values per token at width 128) cannot output the noise part of a velocity through the
+    bottleneck, but can output x0, which lies on a low-dimensional manifold ("Back to Basics:
+    Let Denoising Generative Models Denoise", Li & He 2025). Such models predict x0 and are
+    trained and sampled through this conversion. sigma: float or (B,) for x (B, ...).
+    """
+    if isinstance(sigma, Tensor):
+        sigma = sigma.clamp(min=min_sigma).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    else:
+        sigma = max(float(sigma), min_sigma)
+    return (x - x0) / sigma
+
+
 def sample_euler(
     velocity: Velocity, x: Tensor, sigmas: Tensor, *, callback: Callback | None = None
 ) -> Tensor:

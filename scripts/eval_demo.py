@@ -34,7 +34,7 @@ from framepack.data.world_script import camera_path, format_timeline
 from framepack.eval.metrics import palette_share, psnr
 from framepack.model_bundle import Bundle, demo_path, load_bundle
 from framepack.packing import parse_schedule
-from framepack.sampling import get_sigmas, sample_unipc
+from framepack.sampling import get_sigmas, sample_unipc, x0_to_velocity
 from framepack.train.data import WorldSource, sample_window, section_caption
 from framepack.train.layouts import LAYOUTS, build_context, draw_layout, stack_contexts
 from framepack.video import to_uint8_frames
@@ -90,7 +90,8 @@ def predict(
 
     def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
         t = torch.full((b,), sigma * 1000.0)
-        return bundle.transformer(x, t, embeds.states, embeds.mask, embeds.pooled, target_idx, context)
+        out = bundle.transformer(x, t, embeds.states, embeds.mask, embeds.pooled, target_idx, context)
+        return x0_to_velocity(x, out, sigma) if bundle.meta.prediction == "x0" else out
 
     with torch.no_grad():
         return sample_unipc(velocity, x, get_sigmas(steps, shift=shift))
@@ -186,6 +187,8 @@ def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> 
     with torch.no_grad():
         for name, ctx in (("true_context", context), ("shuffled_context", shuffled)):
             v = bundle.transformer(x, t, embeds.states, embeds.mask, embeds.pooled, target_idx, ctx)
+            if bundle.meta.prediction == "x0":
+                v = x0_to_velocity(x, v, sigma)
             out[f"x0_mse_{name}"] = round(float(((x - sigma * v - x0) ** 2).mean()), 4)
     recent = context.levels[-1].latents[:, :, -1:]  # the most recent history latent (1x level)
     out["x0_mse_copy_recent"] = round(float(((recent - x0) ** 2).mean()), 4)

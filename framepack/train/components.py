@@ -18,6 +18,7 @@ from framepack.models import PRESETS as MODEL_PRESETS
 from framepack.models import PackedTransformer, TransformerConfig
 from framepack.models.blocks import AdaModulation
 from framepack.packing import BASE_KERNEL, PackedContext, Schedule, parse_schedule
+from framepack.sampling import x0_to_velocity
 from framepack.text.vocab import VocabEncoder, VocabEncoderConfig, Vocabulary
 from framepack.train.config import TrainConfig
 
@@ -25,10 +26,13 @@ from framepack.train.config import TrainConfig
 class Denoiser(nn.Module):
     """Transformer + prompt encoder: (noisy section, sigma, prompt tokens, context) -> velocity."""
 
-    def __init__(self, transformer: PackedTransformer, text_encoder: VocabEncoder) -> None:
+    def __init__(
+        self, transformer: PackedTransformer, text_encoder: VocabEncoder, prediction: str = "velocity"
+    ) -> None:
         super().__init__()
         self.transformer = transformer
         self.text_encoder = text_encoder
+        self.prediction = prediction  # "velocity", or "x0" converted by x0_to_velocity
 
     def forward(
         self,
@@ -41,9 +45,10 @@ class Denoiser(nn.Module):
     ) -> Tensor:
         """noisy (B, C, T, h, w), sigma (B,), token_ids/mask (B, L) -> velocity (B, C, T, h, w)."""
         states, pooled = self.text_encoder(token_ids, token_mask)  # (B, L, D_text), (B, D_pool)
-        return self.transformer(
+        out = self.transformer(
             noisy, sigma * 1000.0, states, token_mask, pooled, latent_indices, context=context
         )
+        return x0_to_velocity(noisy, out, sigma) if self.prediction == "x0" else out
 
 
 def schedule_of(config: TrainConfig) -> Schedule:
@@ -115,4 +120,4 @@ def build_denoiser(config: TrainConfig, codec: Codec, vocab: Vocabulary) -> Deno
         transformer = PackedTransformer(transformer_config(config, codec))
         zero_init(transformer)
         text_encoder = VocabEncoder(vocab, text_encoder_config(config))
-    return Denoiser(transformer, text_encoder)
+    return Denoiser(transformer, text_encoder, config.prediction)

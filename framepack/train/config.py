@@ -104,6 +104,7 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    prediction: str = "velocity"
     sigma_kind: str = "logit-normal"
     sigma_shift: float = 1.0
     sigma_mean: float = 0.0
@@ -120,6 +121,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.prediction not in ("velocity", "x0"):
+            raise ValueError(f"prediction must be 'velocity' or 'x0', got {self.prediction!r}")
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig(**self.data))
         object.__setattr__(self, "layouts", tuple(self.layouts))
@@ -253,6 +256,7 @@ PRESETS: dict[str, TrainConfig] = {
         lr=2e-3,
         warmup_steps=100,
         sigma_shift=3.0,
+        prediction="x0",
         ema_halflife_samples=8000.0,
         steps=4000,
         log_every=10,

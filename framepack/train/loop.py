@@ -132,6 +132,7 @@ def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None 
         default_plan="inverted" if "inverted" in config.layouts else config.layouts[0],
         shift=config.sigma_shift,
         max_latent_index=max_latent_index(config),
+        prediction=config.prediction,
         model_card=dict(card or {}),
         training={"config": config.to_dict(), "steps": step, "samples": step * config.batch_size},
     )
@@ -150,14 +151,20 @@ def load_init(
     """
     if (path / "config.json").is_file() and (path / "model").is_dir():  # a run directory
         bundle = load_bundle(path / "model")
-        model, codec = Denoiser(bundle.transformer.train(), bundle.text_encoder.train()), bundle.codec
+        model, codec = (
+            Denoiser(bundle.transformer.train(), bundle.text_encoder.train(), bundle.meta.prediction),
+            bundle.codec,
+        )
         ckpt = latest_checkpoint(path / "checkpoints")
         if ckpt is None:
             raise UserError(f"run directory {path} has no checkpoint yet; pass a bundle or a finished run")
         model.load_state_dict(load_checkpoint(ckpt).ema)
     elif is_bundle(path):
         bundle = load_bundle(path)
-        model, codec = Denoiser(bundle.transformer.train(), bundle.text_encoder.train()), bundle.codec
+        model, codec = (
+            Denoiser(bundle.transformer.train(), bundle.text_encoder.train(), bundle.meta.prediction),
+            bundle.codec,
+        )
     elif (path / "config.json").is_file():
         try:
             transformer = PackedTransformer.from_pretrained(path, dtype=torch.float32).train()
@@ -174,7 +181,7 @@ def load_init(
                                   heads=4 if tc.text_embed_dim % 4 == 0 else 1, max_length=config.text_max_tokens)  # fmt: skip
         with seeded(config.seed):
             text_encoder = VocabEncoder(Vocabulary.build(source.captions(VOCAB_SCRIPTS)), text)
-        model = Denoiser(transformer, text_encoder)
+        model = Denoiser(transformer, text_encoder, config.prediction)
     else:
         raise UserError(
             f"--init {path}: not a run directory, a model bundle (framepack.json) or a diffusers "
@@ -363,7 +370,7 @@ def train(
     else:
         initial = load_bundle(paths.model)
         codec = initial.codec
-        model = Denoiser(initial.transformer, initial.text_encoder)
+        model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
     model.train().to(env.device)
     wrapped = wrap(model, env, config.strategy)  # FSDP shards `model`'s parameters in place
     ema = EMA(model)
@@ -489,7 +496,7 @@ def export_bundle(
         raise UserError(f"{paths.root} has no checkpoint to export; train first")
     config = TrainConfig.from_dict(json.loads(paths.config.read_text()))
     initial = load_bundle(paths.model)
-    model = Denoiser(initial.transformer, initial.text_encoder)
+    model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
     ckpt = load_checkpoint(latest)
     model.load_state_dict(ckpt.ema)
     meta = bundle_meta(config, ckpt.step, card)
