@@ -157,3 +157,21 @@ def test_bad_options(tmp_path, kw, match):
     with pytest.raises(UserError, match=match):
         FramePackPipeline(tiny_components()).generate(GenerationOptions(**{**base, **kw}), progress=False)
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_x0_prediction_model_is_sampled_through_the_conversion(tmp_path):
+    """Known answer: a model that always predicts the same x0 is integrated exactly to it."""
+    from dataclasses import replace
+
+    c = tiny_components(plan="forward")
+    c.spec = replace(c.spec, prediction="x0")
+    target = torch.linspace(-1, 1, c.codec.latent_channels).view(1, -1, 1, 1, 1)
+
+    class ConstantX0(torch.nn.Module):
+        def forward(self, latents, *args, **kwargs):
+            return target.expand_as(latents)
+
+    c.transformer = ConstantX0()
+    result = FramePackPipeline(c).generate(make(tmp_path, sampler="euler"), progress=False)
+    generated = result.latents[:, :, 1:]
+    assert torch.allclose(generated, target.expand_as(generated), atol=1e-5)

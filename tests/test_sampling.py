@@ -286,3 +286,15 @@ def test_invalid_sampler_arguments():
         sample_unipc(lambda x, s: x, noise(), get_sigmas(3), order=4)
     with pytest.raises(ValueError, match="variant"):
         sample_unipc(lambda x, s: x, noise(), get_sigmas(3), variant="bh3")
+
+
+def test_x0_to_velocity_matches_the_flow_convention():
+    from framepack.sampling import x0_to_velocity
+
+    x0, noise = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    sigma = torch.tensor([0.3, 0.8])
+    x = (1 - sigma.view(-1, 1, 1)) * x0 + sigma.view(-1, 1, 1) * noise
+    assert torch.allclose(x0_to_velocity(x, x0, sigma), noise - x0, atol=1e-5)
+    assert torch.allclose(x0_to_velocity(x[:1], x0[:1], 0.3), noise[:1] - x0[:1], atol=1e-5)
+    # sigma is clamped: no division blow-up at the end of the schedule
+    assert torch.isfinite(x0_to_velocity(x, x0, torch.zeros(2))).all()
