@@ -17,6 +17,7 @@ is not changed for the benchmark.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -70,23 +71,25 @@ def instrument(pipe: FramePackPipeline, timer: Timer) -> None:
 
 
 def run_job(
-    pipe: FramePackPipeline, seconds: float, out: Path, plan: str | None
-) -> tuple[float, list[float]]:
-    """One job; returns its wall time and the wall time of every section (in plan order)."""
-    marks: list[float] = []
+    pipe: FramePackPipeline, seconds: float, out: Path, plan: str | None, timer: Timer
+) -> tuple[float, list[float], list[float]]:
+    """One job: its wall time, and per section (in plan order) the wall time and the model time."""
+    marks: list[tuple[float, float]] = []  # (wall clock, cumulative transformer time) at section starts
     last = {"section": None}
 
     def on_step(section, step, x0):
         if last["section"] != section.step:
             last["section"] = section.step
-            marks.append(time.perf_counter())
+            marks.append((time.perf_counter(), timer.total.get("transformer", 0.0)))
 
     options = GenerationOptions(seconds=seconds, out=str(out), overwrite=True, plan=plan)
     start = time.perf_counter()
     pipe.generate(options, progress=False, callback=on_step)
     end = time.perf_counter()
-    per_section = [b - a for a, b in zip(marks, [*marks[1:], end])]
-    return end - start, per_section
+    marks.append((end, timer.total.get("transformer", 0.0)))
+    wall = [b[0] - a[0] for a, b in itertools.pairwise(marks)]
+    model = [b[1] - a[1] for a, b in itertools.pairwise(marks)]
+    return end - start, wall, model
 
 
 def main() -> None:
@@ -113,7 +116,7 @@ def main() -> None:
                 walls, parts = [], []
                 for _ in range(args.repeats):
                     timer.total.clear()
-                    wall, _ = run_job(pipe, seconds, out, args.plan)
+                    wall, _, _ = run_job(pipe, seconds, out, args.plan, timer)
                     walls.append(wall)
                     parts.append(dict(timer.total))
                 median = statistics.median(walls)
@@ -130,21 +133,25 @@ def main() -> None:
                 )
         else:
             for seconds in args.seconds:
-                wall, per_section = run_job(pipe, seconds, out, args.plan)
+                timer.total.clear()
+                wall, per_section, model = run_job(pipe, seconds, out, args.plan, timer)
                 n = len(per_section)
                 quart = max(1, n // 4)
-                first, last = statistics.median(per_section[:quart]), statistics.median(per_section[-quart:])
-                results[f"{seconds:g}s"] = {
-                    "sections": n,
-                    "wall_s": round(wall, 2),
-                    "median_first_quarter_s": round(first, 4),
-                    "median_last_quarter_s": round(last, 4),
-                    "last_over_first": round(last / first, 3),
-                    "per_section_s": [round(s, 4) for s in per_section],
-                }
+                row = {"sections": n, "wall_s": round(wall, 2)}
+                for name, values in (("section", per_section), ("model", model)):
+                    first, last = statistics.median(values[:quart]), statistics.median(values[-quart:])
+                    row[f"{name}_median_first_quarter_s"] = round(first, 4)
+                    row[f"{name}_median_last_quarter_s"] = round(last, 4)
+                    row[f"{name}_last_over_first"] = round(last / first, 3)
+                row["per_section_s"] = [round(v, 4) for v in per_section]
+                row["split_s"] = {k: round(v, 2) for k, v in timer.total.items()}
+                results[f"{seconds:g}s"] = row
                 print(
-                    f"{seconds:g} s video: {n} sections in {wall:.1f} s; median s/section first quarter "
-                    f"{first:.4f}, last quarter {last:.4f} (ratio {last / first:.3f})"
+                    f"{seconds:g} s video: {n} sections in {wall:.1f} s; s/section (median) first quarter "
+                    f"{row['section_median_first_quarter_s']}, last {row['section_median_last_quarter_s']} "
+                    f"(x{row['section_last_over_first']}); model s/section first "
+                    f"{row['model_median_first_quarter_s']}, last {row['model_median_last_quarter_s']} "
+                    f"(x{row['model_last_over_first']}); split {row['split_s']}"
                 )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
