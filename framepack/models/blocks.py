@@ -231,8 +231,8 @@ class TokenRefiner(nn.Module):
 # ----------------------------------------------------------------------------- main blocks
 
 
-class JointAttention(nn.Module):
-    """Dual-stream attention: separate projections for video and text, one joint softmax."""
+class SingleAttention(nn.Module):
+    """Single-stream attention projections (the output projection is shared with the MLP)."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -243,6 +243,25 @@ class JointAttention(nn.Module):
         self.to_q = nn.Linear(dim, dim)
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
+
+    def qkv(self, x: Tensor, rope: Rope) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, S, D) -> q, k, v (B, S, H, Dh), q and k RMS-normed and rotated."""
+        split = (self.heads, -1)
+        q = apply_interleaved(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)
+        k = apply_interleaved(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
+        return q, k, self.to_v(x).unflatten(-1, split)
+
+    def forward(self, x: Tensor, mask: Tensor | None, rope: Rope, attend: AttentionFn) -> Tensor:
+        """x: (B, S+L, D) joint tokens; rope covers all of them (identity on text) -> (B, S+L, D)."""
+        return attend(*self.qkv(x, rope), mask).flatten(2)
+
+
+class JointAttention(SingleAttention):
+    """Dual-stream attention: separate projections for video and text, one joint softmax."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads)
+        head_dim = dim // heads
         self.add_k_proj = nn.Linear(dim, dim)
         self.add_v_proj = nn.Linear(dim, dim)
         self.add_q_proj = nn.Linear(dim, dim)
@@ -251,14 +270,12 @@ class JointAttention(nn.Module):
         self.norm_added_q = RMSNorm(head_dim)
         self.norm_added_k = RMSNorm(head_dim)
 
-    def forward(
+    def forward(  # type: ignore[override]
         self, x: Tensor, text: Tensor, mask: Tensor | None, rope: Rope, attend: AttentionFn
     ) -> tuple[Tensor, Tensor]:
         """x: (B, S, D) video tokens, text: (B, L, D); rope covers the S video tokens."""
         split = (self.heads, -1)
-        q = apply_interleaved(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)  # (B, S, H, Dh)
-        k = apply_interleaved(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
-        v = self.to_v(x).unflatten(-1, split)
+        q, k, v = self.qkv(x, rope)  # (B, S, H, Dh)
         tq = self.norm_added_q(self.add_q_proj(text).unflatten(-1, split))  # (B, L, H, Dh)
         tk = self.norm_added_k(self.add_k_proj(text).unflatten(-1, split))
         tv = self.add_v_proj(text).unflatten(-1, split)
@@ -297,28 +314,6 @@ class DualStreamBlock(nn.Module):
             text, self.ff_context(modulate(layer_norm(text), c_shift_ff, c_scale_ff)), c_gate_ff[:, None]
         )
         return x, text
-
-
-class SingleAttention(nn.Module):
-    """Single-stream attention projections (the output projection is shared with the MLP)."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        head_dim = dim // heads
-        self.heads = heads
-        self.norm_q = RMSNorm(head_dim)
-        self.norm_k = RMSNorm(head_dim)
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(dim, dim)
-        self.to_v = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor, mask: Tensor | None, rope: Rope, attend: AttentionFn) -> Tensor:
-        """x: (B, S+L, D) joint tokens; rope covers all of them (identity on text) -> (B, S+L, D)."""
-        split = (self.heads, -1)
-        q = apply_interleaved(self.norm_q(self.to_q(x).unflatten(-1, split)), *rope)
-        k = apply_interleaved(self.norm_k(self.to_k(x).unflatten(-1, split)), *rope)
-        v = self.to_v(x).unflatten(-1, split)
-        return attend(q, k, v, mask).flatten(2)
 
 
 class SingleStreamBlock(nn.Module):
