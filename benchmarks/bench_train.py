@@ -43,7 +43,7 @@ def run_case(args: argparse.Namespace, history: int, mode: str) -> dict:
         "rope_axes_dim": (rope_t, rope_hw, rope_hw),
     }
     config = base.replace(model_overrides=overrides, window=args.window, schedule=args.schedule)
-    codec = PixelCodec(4, 4)
+    codec = PixelCodec(args.space, 4)
     model = build_denoiser(config, codec, Vocabulary.build(["the camera pans left slowly"]))
     if mode == "full":
         # every history frame at full resolution: the context grows with the history
@@ -52,7 +52,7 @@ def run_case(args: argparse.Namespace, history: int, mode: str) -> dict:
         schedule = parse_schedule(args.schedule)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    m, s = args.micro_batch, args.size // 4
+    m, s = args.micro_batch, args.size // args.space
     c = codec.latent_channels
     gen = torch.Generator().manual_seed(0)
     history_latents = torch.randn(m, c, history, s, s, generator=gen)
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", default="2,2", help="dual,single stream blocks")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--window", type=int, default=3)
+    p.add_argument("--space", type=int, default=4, help="pixel codec space factor")
     p.add_argument("--micro-batch", type=int, default=4)
     p.add_argument("--schedule", default="released-f1")
     p.add_argument("--histories", default="3,9,19,39")

@@ -193,11 +193,27 @@ def test_presets_are_valid_and_round_trip_through_json(tmp_path):
         ({"lr": 0.0}, "lr"),
         ({"caption_dropout": 1.0}, "caption_dropout"),
         ({"window": 8, "data": DataConfig(clip_latents=8)}, "clip_latents"),
+        ({"cooldown_steps": -1}, "cooldown_steps"),
+        ({"steps": 10, "cooldown_steps": 11}, "cooldown_steps"),
     ],
 )
 def test_config_errors_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**changes)
+
+
+def test_learning_rate_warms_up_holds_then_cools_down_to_zero():
+    from framepack.train.loop import learning_rate
+
+    config = TrainConfig(lr=1.0, warmup_steps=4, steps=20, cooldown_steps=5)
+    rates = [learning_rate(config, step) for step in range(config.steps)]
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4:15] == [1.0] * 11  # stable phase
+    assert rates[15:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # linear decay, last step > 0
+    # the stable phase does not depend on the run length: a longer run agrees until its cooldown
+    longer = config.replace(steps=40)
+    assert [learning_rate(longer, s) for s in range(15)] == rates[:15]
+    assert learning_rate(config.replace(cooldown_steps=0), 19) == 1.0
 
 
 def test_config_file_errors_are_user_errors(tmp_path):

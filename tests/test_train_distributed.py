@@ -61,3 +61,16 @@ def test_fsdp_two_processes_train_and_resume(single, tmp_path):
     assert [r["step"] for r in read_log(run / "log.jsonl")] == list(range(1, TINY.steps + 1))
     assert _losses(run) == pytest.approx(_losses(single), rel=1e-5)
     assert (run / "bundle" / "framepack.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_one_process_run_continues_under_ddp_on_the_same_trajectory(single, tmp_path):
+    """The demo was trained this way: started in one process, resumed with two (same global
+    batch, micro-batches keyed by (seed, step, index)), so the losses match one process."""
+    run = tmp_path / "switch"
+    subprocess.run([sys.executable, "-m", "framepack", "train", "--preset", "tiny-test", "--out", str(run),
+                    "--steps", "3", "--no-progress"], check=True)  # fmt: skip
+    _torchrun("--out", str(run), "--resume", "--steps", str(TINY.steps))
+    assert _losses(run) == pytest.approx(_losses(single), rel=1e-5)
+    seconds = [r["seconds"] for r in read_log(run / "log.jsonl")]
+    assert seconds == sorted(seconds)  # training time keeps counting across the resume

@@ -84,7 +84,10 @@ def test_resume_after_kill_9_reproduces_the_losses_bit_for_bit(finished_run, tmp
     assert not (run / "bundle").exists()
     subprocess.run(_cli("--out", str(run), "--resume"), check=True)
     expected = [(r["step"], r["loss"]) for r in read_log(finished_run / "log.jsonl")]
-    assert [(r["step"], r["loss"]) for r in read_log(run / "log.jsonl")] == expected
+    rows = read_log(run / "log.jsonl")
+    assert [(r["step"], r["loss"]) for r in rows] == expected
+    seconds = [r["seconds"] for r in rows]
+    assert seconds == sorted(seconds)  # training seconds are summed over the two sessions
 
 
 def test_finetune_from_a_run_adds_a_level_initialised_from_the_coarsest(finished_run, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from framepack.errors import UserError
@@ -95,5 +96,6 @@ def run(args: argparse.Namespace) -> int:
         add_levels=args.add_level,
         progress=not args.no_progress,
     )
-    print(f"run finished: {run_dir} (bundle: {run_dir / 'bundle'})")
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process under torchrun
+        print(f"run finished: {run_dir} (bundle: {run_dir / 'bundle'})")
     return 0

@@ -74,6 +74,9 @@ class TrainConfig:
     text_dim, text_max_tokens: the vocabulary prompt encoder's width and prompt length.
     batch_size: global samples per step; micro_batch: samples per forward (same layout).
     lr, warmup_steps, weight_decay, grad_clip: AdamW with linear warm-up, constant after.
+    cooldown_steps: the last `cooldown_steps` steps decay the rate linearly to zero (0 = none):
+                "warmup-stable-decay", which gives most of a decaying schedule's gain on short
+                runs while leaving the stable phase independent of the run length.
     sigma_kind, sigma_shift, sigma_mean, sigma_std: flow-matching noise-level sampling.
     ema_halflife_samples, ema_rampup: EMA in the EDM2 style (half-life counted in samples).
     steps, log_every, checkpoint_every, keep_checkpoints: run length and cadence (in steps).
@@ -102,6 +105,7 @@ class TrainConfig:
     micro_batch: int = 4
     lr: float = 1e-3
     warmup_steps: int = 100
+    cooldown_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     prediction: str = "velocity"
@@ -154,9 +158,11 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
-        for name in ("history_noise", "weight_decay", "grad_clip", "warmup_steps"):
+        for name in ("history_noise", "weight_decay", "grad_clip", "warmup_steps", "cooldown_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.cooldown_steps > self.steps:
+            raise ValueError(f"cooldown_steps ({self.cooldown_steps}) must be at most steps ({self.steps})")
         if self.data.clip_latents < self.window + 1:
             raise ValueError(
                 f"data.clip_latents ({self.data.clip_latents}) must be at least window + 1 "
@@ -242,12 +248,14 @@ PRESETS: dict[str, TrainConfig] = {
             "num_attention_heads": 4,
             "attention_head_dim": 32,
             "rope_axes_dim": (8, 12, 12),
+            "rope_theta": 16.0,
             "num_layers": 3,
             "num_single_layers": 3,
             "num_refiner_layers": 1,
         },
+        codec={"kind": "pixel", "space_factor": 2, "time_factor": 4},
         schedule="released-f1",
-        window=4,
+        window=2,
         data=DataConfig(size=32, clip_latents=24, fps=30),
         text_dim=64,
         text_max_tokens=16,
@@ -255,10 +263,11 @@ PRESETS: dict[str, TrainConfig] = {
         micro_batch=8,
         lr=2e-3,
         warmup_steps=100,
+        cooldown_steps=1000,
         sigma_shift=3.0,
         prediction="x0",
         ema_halflife_samples=8000.0,
-        steps=4000,
+        steps=5000,
         log_every=10,
         checkpoint_every=100,
         keep_checkpoints=5,

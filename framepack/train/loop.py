@@ -10,7 +10,9 @@ Run directory:
     config.json            the resolved TrainConfig
     model/                 the initial model as a bundle (architecture, codec, vocabulary)
     checkpoints/step-N.*   safetensors + JSON, written atomically every `checkpoint_every` steps
-    log.jsonl              one line per step: step, loss, lr, samples, seconds
+    log.jsonl              one line per step: step, loss, lr, samples, seconds (of training,
+                           summed over resumed sessions; the time since the last checkpoint of
+                           a stopped session is not counted)
     loss.png               the loss curve (refreshed at every status)
     bundle/                the EMA weights as a model bundle, written at the end
 """
@@ -91,10 +93,15 @@ class RunPaths:
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up over `warmup_steps`, then constant (the EMA does the averaging)."""
-    if config.warmup_steps == 0:
-        return config.lr
-    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+    """The rate of 0-based `step`: linear warm-up over `warmup_steps`, constant, then (with
+    `cooldown_steps`) a linear decay to zero over the run's last steps ("warmup-stable-decay").
+
+    The stable phase does not depend on the run length, so a run can be extended with
+    `--resume --steps N` as long as its cooldown has not started."""
+    scale = 1.0 if config.warmup_steps == 0 else min(1.0, (step + 1) / config.warmup_steps)
+    if config.cooldown_steps:
+        scale = min(scale, (config.steps - step) / config.cooldown_steps)
+    return config.lr * max(scale, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +386,7 @@ def train(
     )
 
     # -- resume ---------------------------------------------------------------------------------
-    step = 0
+    step, elapsed = 0, 0.0  # elapsed: training seconds before this process (kept across resumes)
     counters: dict[str, Any] = {"skipped_files": {}}
     latest = latest_checkpoint(paths.checkpoints) if not fresh else None
     if latest is not None:
@@ -393,6 +400,7 @@ def train(
         )
         ema.load_state_dict(ckpt.ema)
         step, counters = ckpt.step, ckpt.state.get("counters", counters)
+        elapsed = ckpt.state.get("seconds")
         if env.is_main:
             truncate_log(paths.log, step)
     elif env.is_main:
@@ -401,6 +409,8 @@ def train(
 
     # -- loop -----------------------------------------------------------------------------------
     history = read_log(paths.log) if env.is_main else []
+    if elapsed is None:  # checkpoints before "seconds" was saved: the log's time at that step
+        elapsed = history[-1]["seconds"] if history and history[-1]["step"] == step else 0.0
     bar = tqdm(
         total=config.steps,
         initial=step,
@@ -434,7 +444,8 @@ def train(
                     log_file.flush()
                     ckpt = Checkpoint(
                         step, full_tensors(model_state), ema_state, optim_state,
-                        {"samples": step * config.batch_size, "counters": counters},
+                        {"samples": step * config.batch_size, "counters": counters,
+                         "seconds": round(elapsed + time.perf_counter() - start_time, 3)},
                     )  # fmt: skip
                     save_checkpoint(paths.checkpoints, ckpt)
                     prune_checkpoints(paths.checkpoints, config.keep_checkpoints)
@@ -463,7 +474,7 @@ def train(
                     "loss": loss,
                     "lr": learning_rate(config, step - 1),
                     "samples": step * config.batch_size,
-                    "seconds": round(time.perf_counter() - start_time, 3),
+                    "seconds": round(elapsed + time.perf_counter() - start_time, 3),
                 }
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
