@@ -223,7 +223,8 @@ def _positive(obj: Any, names: tuple[str, ...], prefix: str) -> None:
 
 
 # Named presets. "tiny-test" runs a few steps in seconds (tests); "demo" trains the bundled model
-# (framepack/assets/demo) from scratch on the procedural world in about 75 minutes on 2 CPU cores.
+# (framepack/assets/demo) from scratch on the procedural world: about 1 h on 2 CPU cores with
+# `torchrun --nproc_per_node 2` (docs/training.md), about 1.9x longer in one process.
 PRESETS: dict[str, TrainConfig] = {
     "tiny-test": TrainConfig(
         model="tiny",
