@@ -209,9 +209,10 @@ def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> 
 
 def _edge_stats(frames: np.ndarray) -> dict:
     """Palette share and mean sharpness of the first and last `EDGE_SHARE` of uint8 frames."""
+    from framepack.eval.drift import window_size
     from framepack.eval.metrics import sharpness
 
-    edge = max(1, round(EDGE_SHARE * len(frames)))
+    edge = window_size(len(frames), EDGE_SHARE)
     sharp = sharpness(frames)
     return {
         "palette_first": palette_share(frames[:edge], PALETTE, PALETTE_TOL),

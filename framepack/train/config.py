@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from framepack.errors import UserError
+from framepack.sampling import PREDICTIONS
 
 LAYOUTS = ("forward", "inverted", "endpoints")
 DATA_KINDS = ("world", "videos")
@@ -125,8 +126,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.prediction not in ("velocity", "x0"):
-            raise ValueError(f"prediction must be 'velocity' or 'x0', got {self.prediction!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig(**self.data))
         object.__setattr__(self, "layouts", tuple(self.layouts))

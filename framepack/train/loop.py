@@ -156,22 +156,18 @@ def load_init(
     built from `config`. New context levels in `add_levels` are initialised from the existing
     projections (`PackedTransformer.add_clean_level`).
     """
-    if (path / "config.json").is_file() and (path / "model").is_dir():  # a run directory
-        bundle = load_bundle(path / "model")
-        model, codec = (
-            Denoiser(bundle.transformer.train(), bundle.text_encoder.train(), bundle.meta.prediction),
-            bundle.codec,
-        )
-        ckpt = latest_checkpoint(path / "checkpoints")
-        if ckpt is None:
-            raise UserError(f"run directory {path} has no checkpoint yet; pass a bundle or a finished run")
-        model.load_state_dict(load_checkpoint(ckpt).ema)
-    elif is_bundle(path):
-        bundle = load_bundle(path)
-        model, codec = (
-            Denoiser(bundle.transformer.train(), bundle.text_encoder.train(), bundle.meta.prediction),
-            bundle.codec,
-        )
+    run_dir = (path / "config.json").is_file() and (path / "model").is_dir()
+    if run_dir or is_bundle(path):
+        bundle = load_bundle(path / "model" if run_dir else path)
+        model = Denoiser(bundle.transformer.train(), bundle.text_encoder.train(), bundle.meta.prediction)
+        codec = bundle.codec
+        if run_dir:  # its latest EMA weights
+            ckpt = latest_checkpoint(path / "checkpoints")
+            if ckpt is None:
+                raise UserError(
+                    f"run directory {path} has no checkpoint yet; pass a bundle or a finished run"
+                )
+            model.load_state_dict(load_checkpoint(ckpt).ema)
     elif (path / "config.json").is_file():
         try:
             transformer = PackedTransformer.from_pretrained(path, dtype=torch.float32).train()
@@ -419,6 +415,10 @@ def train(
         dynamic_ncols=True,
     )
     start_time, start_step = time.perf_counter(), step
+
+    def training_seconds() -> float:  # summed over this and earlier (resumed) sessions
+        return round(elapsed + time.perf_counter() - start_time, 3)
+
     log_file = paths.log.open("a") if env.is_main else None
     # The next step's samples are drawn in a background thread while this step trains (they
     # depend only on (seed, step), so prefetching changes nothing but the speed).
@@ -445,7 +445,7 @@ def train(
                     ckpt = Checkpoint(
                         step, full_tensors(model_state), ema_state, optim_state,
                         {"samples": step * config.batch_size, "counters": counters,
-                         "seconds": round(elapsed + time.perf_counter() - start_time, 3)},
+                         "seconds": training_seconds()},
                     )  # fmt: skip
                     save_checkpoint(paths.checkpoints, ckpt)
                     prune_checkpoints(paths.checkpoints, config.keep_checkpoints)
@@ -474,7 +474,7 @@ def train(
                     "loss": loss,
                     "lr": learning_rate(config, step - 1),
                     "samples": step * config.batch_size,
-                    "seconds": round(elapsed + time.perf_counter() - start_time, 3),
+                    "seconds": training_seconds(),
                 }
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
