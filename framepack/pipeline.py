@@ -201,6 +201,21 @@ class Job:
             "cfg": o.cfg,
             "cfg_rescale": o.cfg_rescale,
             "size": list(self.cond.size),
+            **self._boundaries(),
+        }
+
+    def _boundaries(self) -> dict[str, Any]:
+        """First frames of every section and every latent after the first (`framepack eval
+        drift` measures the seams there), in frames of the output video."""
+        codec, frames = self.c.codec, self.frames
+        first = sorted({self.c.codec.num_frames(s.start) for s in self.plan.sections})
+        return {
+            "section_frames": codec.time_factor * self.spec.window,
+            "latent_frames": codec.time_factor,
+            "section_boundaries": [f for f in first if 0 < f < frames],
+            "latent_boundaries": [
+                f for f in map(codec.num_frames, range(1, self.plan.total)) if 0 < f < frames
+            ],
         }
 
     # ------------------------------------------------------------------ the loop

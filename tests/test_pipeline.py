@@ -27,6 +27,12 @@ def test_exact_frame_count_and_metadata(tmp_path, plan):
     assert fps == 8
     meta = read_metadata(result.path)
     assert meta["plan"] == plan and meta["seed"] == 31337
+    # where sections and latents start, for `framepack eval drift` seams
+    t, window = meta["latent_frames"], meta["window"]
+    assert meta["section_frames"] == t * window
+    assert meta["latent_boundaries"] == list(range(1, 16, t))  # frame 1 starts the first latent
+    starts = {1 + t * (s.start - 1) for s in result.plan.sections if s.start > 0}
+    assert meta["section_boundaries"] == sorted(f for f in starts if 0 < f < 16)
     assert json.loads((tmp_path / "v.json").read_text())["complete"] is True
     assert not resume_path(result.path).exists()
 

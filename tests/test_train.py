@@ -166,6 +166,34 @@ def test_sample_window_matches_encoding_the_whole_video(tiny):
         assert torch.equal(latents, whole[:, indices])
 
 
+def test_sample_window_renders_only_the_needed_latents(tiny):
+    config, codec, source = tiny
+    n = config.data.clip_latents
+    full, idx_full, _ = sample_window(source, codec, 3, n, torch.Generator().manual_seed(4))
+    part, idx_part, _ = sample_window(source, codec, 3, n, torch.Generator().manual_seed(4), needed=2)
+    assert part.shape[1] == 3 and torch.equal(part, full[:, :3]) and torch.equal(idx_part, idx_full[:3])
+
+
+def test_first_section_share_puts_sections_next_to_the_start_frame(tiny):
+    config, codec, source = tiny
+    schedule = parse_schedule(config.schedule)
+    first = config.replace(first_section_share=1.0, layouts=("forward",))
+    for step in range(3):
+        for mb in draw_micro_batches(first, source, codec, schedule, step, 0):
+            assert mb.target_indices[:, 0].tolist() == [1] * len(mb.captions)  # right after frame 0
+            for lv in mb.context.levels:  # every frame but the start frame (index 0) is zero padding
+                frames = lv.latents.transpose(1, 2)[lv.indices != 0]  # (k, C, h, w)
+                assert bool((frames == 0).all())
+    mixed = [
+        int(mb.target_indices[0, 0])
+        for step in range(8)
+        for mb in draw_micro_batches(
+            config.replace(first_section_share=0.5), source, codec, schedule, step, 0
+        )
+    ]
+    assert 1 in mixed and any(i > 1 for i in mixed)
+
+
 def test_section_caption_follows_the_timeline():
     codec = PixelCodec(4, 4)
     timeline = [(0.0, "a"), (1.0, "b")]
@@ -192,6 +220,7 @@ def test_presets_are_valid_and_round_trip_through_json(tmp_path):
         ({"strategy": "zero3"}, "strategy"),
         ({"lr": 0.0}, "lr"),
         ({"caption_dropout": 1.0}, "caption_dropout"),
+        ({"first_section_share": 1.5}, "first_section_share"),
         ({"window": 8, "data": DataConfig(clip_latents=8)}, "clip_latents"),
         ({"cooldown_steps": -1}, "cooldown_steps"),
         ({"steps": 10, "cooldown_steps": 11}, "cooldown_steps"),

@@ -282,3 +282,23 @@ def test_cli_unwritable_path_exit_2(tmp_path, capsys):
     blocked = tmp_path / "file"
     blocked.write_text("")
     assert cli_main(["world", "--seconds", "1", "--out", str(blocked / "clip.mp4")]) == 2
+
+
+def test_captions_actions_and_prompted_velocity():
+    from framepack.data.world_script import (
+        all_captions,
+        caption_action,
+        content_velocity,
+        prompted_velocity,
+    )
+
+    captions = all_captions()
+    assert len(captions) == 13 and len(set(captions)) == 13
+    for caption in captions:
+        assert caption_action(caption).caption == caption
+    assert caption_action("a cat") is None and caption_action("the camera pans sideways slowly") is None
+    assert content_velocity(caption_action("the camera pans right quickly"), 30) == (-4.0, 0.0)
+    assert content_velocity(caption_action("the camera pans up slowly"), 30) == (0.0, 1.0)
+    v = prompted_velocity([(0.0, "the camera holds still"), (0.1, "the camera pans down steadily")], 6, 30)
+    assert v[:4].tolist() == [[0, 0]] * 4 and v[4:].tolist() == [[0, -2]] * 2  # from frame 3 to 4 on
+    assert np.isnan(prompted_velocity([(0.0, "hello")], 3, 30)[1:]).all()

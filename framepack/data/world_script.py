@@ -104,6 +104,44 @@ def speed_word(speed: float) -> str:
     return min(SPEEDS, key=lambda w: abs(math.log(speed / SPEEDS[w])))
 
 
+def all_captions() -> list[str]:
+    """Every caption a script can produce: "holds still", then 4 directions x 3 speeds."""
+    pans = [Action(d, 1.0, v).caption for d in ("left", "right", "up", "down") for v in SPEEDS.values()]
+    return [Action("hold", 1.0, 0).caption, *pans]
+
+
+def caption_action(caption: str) -> Action | None:
+    """The action a caption describes (1 s long), or None when it is not a world caption."""
+    words = caption.lower().strip().rstrip(".").split()
+    if words == ["the", "camera", "holds", "still"]:
+        return Action("hold", 1.0, 0)
+    pan = len(words) == 5 and words[:3] == ["the", "camera", "pans"]
+    if pan and words[3] in DIRECTIONS and words[3] != "hold" and words[4] in SPEEDS:
+        return Action(words[3], 1.0, SPEEDS[words[4]])
+    return None
+
+
+def content_velocity(action: Action, fps: float) -> tuple[float, float]:
+    """How fast the picture moves on screen under `action`, in (x, y) pixels per frame.
+
+    The camera pans right -> the content slides left: the negative of the camera velocity.
+    """
+    dx, dy = DIRECTIONS[action.direction]
+    step = action.speed / fps
+    return (-dx * step + 0.0, -dy * step + 0.0)
+
+
+def prompted_velocity(timeline: list[tuple[float, str]], num_frames: int, fps: float) -> np.ndarray:
+    """Content velocity (x, y) in pixels per frame that a caption timeline asks for, float64
+    `(num_frames, 2)`; row f is the step from frame f - 1 to f (row 0 is zero). Rows under a
+    caption that is not a world caption are NaN."""
+    out = np.zeros((num_frames, 2))
+    for f in range(1, num_frames):
+        action = caption_action(caption_at(timeline, (f - 0.5) / fps))
+        out[f] = content_velocity(action, fps) if action is not None else (np.nan, np.nan)
+    return out
+
+
 def as_fraction(x: float) -> Fraction:
     """The rational a float stands for: 0.1 -> 1/10 (not the binary float's exact value)."""
     return Fraction(x).limit_denominator(10_000)

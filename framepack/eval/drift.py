@@ -95,17 +95,33 @@ def seam_spikes(motion: np.ndarray, boundaries: Sequence[int], eps: float = SEAM
     }
 
 
+def seam_ratio(motion: np.ndarray, boundaries: Sequence[int], eps: float = SEAM_EPS) -> float:
+    """Mean frame-to-frame change into the boundary frames over the mean change elsewhere
+    (1: seams invisible in motion; the demo issue's target is <= 1.5).
+
+    motion: `(F - 1,)` from `metrics.motion`; boundaries: first frames of latents or sections.
+    """
+    motion = np.asarray(motion, dtype=np.float64)
+    at = np.zeros(motion.size, dtype=bool)
+    at[[int(b) - 1 for b in boundaries if 0 < int(b) <= motion.size]] = True
+    if not at.any() or at.all():
+        raise ValueError("seam_ratio needs boundary frames and frames between them")
+    return float((motion[at].mean() + eps) / (motion[~at].mean() + eps))
+
+
 def drift_report(
     frames: np.ndarray | torch.Tensor,
     fps: float,
     section_frames: int | None = None,
     boundaries: Sequence[int] | None = None,
+    latent_boundaries: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Start-end contrast of every per-frame metric, and seam spikes when sections are known.
 
     frames: `uint8 (F, H, W, 3)` (or float pipeline pixels); needs F >= 2 and H, W >= 3.
     section_frames: frames per section, boundaries at multiples of it; `boundaries` (explicit
-        first frames of sections) takes precedence.
+        first frames of sections) takes precedence. latent_boundaries: first frames of latents
+        (the codec's time groups), for the latent seam ratio.
     Returns a JSON-ready dict: `frames, fps, seconds, window, metrics{name: {first, last,
     contrast, relative, unit}}, seams` (seams None when no sections are given; relative None
     for histogram_distance, which is 0 at the first frame by construction).
@@ -126,6 +142,10 @@ def drift_report(
     seams = seam_spikes(series["motion"], boundaries) if boundaries else None
     if seams is not None:
         seams["section_frames"] = section_frames
+        seams["ratio"] = seam_ratio(series["motion"], seams["boundaries"])
+    latent = None
+    if latent_boundaries and any(0 < b < len(frames) for b in latent_boundaries):
+        latent = {"ratio": seam_ratio(series["motion"], latent_boundaries)}
     return {
         "frames": len(frames),
         "fps": float(fps),
@@ -133,6 +153,7 @@ def drift_report(
         "window": window_size(len(frames)),
         "metrics": metrics,
         "seams": seams,
+        "latent_seams": latent,
     }
 
 
@@ -155,8 +176,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"seams: {len(seams['ratios'])} boundaries, spike ratio mean {seams['mean']:.2f}, "
-            f"max {seams['max']:.2f} at frame {worst} (median motion {seams['baseline']:.3f} levels)",
+            f"max {seams['max']:.2f} at frame {worst} (median motion {seams['baseline']:.3f} levels); "
+            f"change at seams / elsewhere {seams['ratio']:.2f}",
         ]
+    if report.get("latent_seams"):
+        lines.append(
+            f"latent seams: change at latent boundaries / elsewhere {report['latent_seams']['ratio']:.2f}"
+        )
     return "\n".join(lines)
 
 

@@ -135,21 +135,30 @@ def make_source(config: TrainConfig, codec: Codec) -> WorldSource | VideoSource:
 
 
 def sample_window(
-    source: ClipSource, codec: Codec, index: int, latents: int, gen: torch.Generator
+    source: ClipSource,
+    codec: Codec,
+    index: int,
+    latents: int,
+    gen: torch.Generator,
+    follow_start: bool = False,
+    needed: int | None = None,
 ) -> tuple[Tensor, Tensor, list[tuple[float, str]]]:
     """The start latent and a window of `latents` latents of video `index`.
 
-    Half of the windows follow the start frame directly; the others begin anywhere in the video,
-    so sections far from the start frame (inverted and endpoints plans) are trained too.
-    Returns latents (C, 1 + n, h, w), their frame indices (1 + n,) int64, the captions.
+    Half of the windows (all of them with `follow_start`) follow the start frame directly; the
+    others begin anywhere in the video, so sections far from the start frame (inverted and
+    endpoints plans) are trained too. Only the first `needed` latents of the window are rendered
+    (all by default; a forward section never reads the frames after it).
+    Returns latents (C, 1 + needed, h, w), their frame indices (1 + needed,) int64, the captions.
     """
     t = codec.time_factor
     max_offset = 1 + (source.num_frames - 1) // t - latents  # last first latent fully inside
-    far = max_offset > 1 and bool(torch.rand((), generator=gen) < 0.5)
+    far = max_offset > 1 and bool(torch.rand((), generator=gen) < 0.5) and not follow_start
     offset = int(torch.randint(2, max_offset + 1, (), generator=gen)) if far else 1
     # A causal codec maps 1 + t*n frames to 1 + n latents; the window's first frame group
     # starts at frame t*(offset-1) + 1, so its encoding starts one frame earlier.
     first = t * (offset - 1)
+    latents = latents if needed is None else min(needed, latents)
     frame_ids = list(range(first, first + 1 + t * latents))
     pixels, captions = source.frames(index, [0, *frame_ids] if offset > 1 else frame_ids)
     with torch.no_grad():
@@ -220,8 +229,12 @@ def draw_micro_batches(
     samples: dict[Any, list[tuple[Any, ...]]] = {}
     for i in range(m):
         clip = int(torch.randint(len(source), (), generator=gen))
-        latents, indices, captions = sample_window(source, codec, clip, n, gen)
-        lay = draw_layout(config.layouts, 1 + n, window, gen)
+        # The first section after a lone image sees no motion: only the prompt says where to go.
+        share = config.first_section_share
+        first = share > 0 and bool(torch.rand((), generator=gen) < share)
+        lay = draw_layout(config.layouts, 1 + n, window, gen, first=first)
+        needed = lay.start + window - 1 if lay.layout == "forward" else n
+        latents, indices, captions = sample_window(source, codec, clip, n, gen, first, needed)
         context, target, target_idx = build_context(
             latents[None], indices, lay, schedule, config.history_noise, gen
         )

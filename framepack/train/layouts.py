@@ -92,12 +92,15 @@ PAD_SIDE = {"forward": "before", "inverted": "after", "endpoints": "auto"}
 
 
 def draw_layout(
-    layouts: tuple[str, ...], length: int, window: int, generator: torch.Generator
+    layouts: tuple[str, ...], length: int, window: int, generator: torch.Generator, first: bool = False
 ) -> SectionLayout:
-    """Pick a layout uniformly from `layouts` and a section start uniformly in its range."""
+    """Pick a layout uniformly from `layouts` and a section start uniformly in its range
+    (its first position with `first`: the section nearest the start frame)."""
     layout = layouts[int(torch.randint(len(layouts), (1,), generator=generator))]
     lo, hi = section_range(layout, length, window)
     start = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    if first:
+        start = lo
     return SectionLayout(layout, length, start, window, history_positions(layout, length, start, window))
 
 
