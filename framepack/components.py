@@ -39,6 +39,7 @@ class ModelSpec:
     guidance:     distilled guidance (None: the model has no guidance embedding).
     size:         (H, W) pixels for models with one size; None: resolution buckets.
     prediction:   "velocity" (released models) or "x0" (converted by sampling.x0_to_velocity).
+    layouts:      the section layouts the model was trained for (bundles record them; None: any).
     max_anchor_gap: general mode: the start/keyframe anchors are placed at most this many latent
                   frames before/after the section in RoPE time (None: true times). The released
                   inverted layout caps the gap the same way with its padding (at most 3 windows).
@@ -59,6 +60,7 @@ class ModelSpec:
     prediction: str = "velocity"
     example_image: str | None = None
     example_prompt: str = ""
+    layouts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -198,4 +200,5 @@ def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
         prediction=getattr(meta, "prediction", "velocity"),
         example_image=str(example) if example.is_file() else None,
         example_prompt=meta.default_prompt,
+        layouts=tuple(meta.layouts) or None,
     )

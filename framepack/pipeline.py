@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,14 @@ from framepack.video import check_output_path, sidecar_path, write_sidecar, writ
 # Zero padding continues the history on the side where the plan's history lies (as in training,
 # framepack/train/layouts.py): before the section going forward, after it going backward.
 PAD_SIDE = {"forward": "before", "inverted": "after"}
+# The training layout (framepack/train/layouts.py) whose contexts a plan's sections see.
+PLAN_LAYOUT = {
+    "forward": "forward",
+    "inverted": "inverted",
+    "endpoints": "endpoints",
+    "multi-endpoint": "endpoints",
+}
+logger = logging.getLogger(__name__)
 
 # An in-progress MP4 is rewritten after a section unless less than WRITE_THROTTLE times the
 # last write's cost has passed since it: writing takes at most 1 / (1 + WRITE_THROTTLE) of the
@@ -128,6 +137,13 @@ class Job:
         """The section plan and the exact number of output frames."""
         codec, cond, spec = self.c.codec, self.cond, self.spec
         strategy = self.options.plan or spec.plan
+        needs = PLAN_LAYOUT.get(strategy)
+        if spec.layouts and needs not in spec.layouts:
+            logger.warning(
+                "model %s was trained for %s sections only; --plan %s asks for %s sections and "
+                "will give a poor video (use --plan %s)",
+                spec.name, "/".join(spec.layouts), strategy, needs, spec.plan,
+            )  # fmt: skip
         if cond.existing is not None and strategy not in ("forward", "endpoints"):
             raise UserError(f"--extend continues a video forward; use --plan forward (not {strategy})")
         frames = round(self.options.seconds * self.fps) + cond.existing_frames
@@ -208,7 +224,7 @@ class Job:
         """First frames of every section and every latent after the first (`framepack eval
         drift` measures the seams there), in frames of the output video."""
         codec, frames = self.c.codec, self.frames
-        first = sorted({self.c.codec.num_frames(s.start) for s in self.plan.sections})
+        first = sorted({codec.num_frames(s.start) for s in self.plan.sections if s.start > 0})
         return {
             "section_frames": codec.time_factor * self.spec.window,
             "latent_frames": codec.time_factor,
@@ -247,9 +263,11 @@ class Job:
                 stopped = section is not self.plan.sections[-1]
                 break
         bar.close()
-        if stopped:
+        if stopped or start == len(self.plan.sections):
+            # stopped: keep what was made; all sections saved before this run (killed in the
+            # finishing window): write the whole video before the resume data goes
             writer.write(latents, done, final=True)
-        else:
+        if not stopped:
             self._cleanup()
         return GenerationResult(
             self.out, writer.frames, writer.frames / self.fps, stopped, latents, self.plan
@@ -420,6 +438,9 @@ class Job:
         """
         from safetensors.torch import load_file
 
+        if not resume_path(self.out).exists() and not self.parts.exists() and not self.out.exists():
+            logger.warning("nothing of %s was saved before it stopped; starting the job", self.out)
+            return 0
         state = load_state(resume_path(self.out), expected=self.settings)
         for section in self.plan.sections[: state.next_section]:
             part = self.parts / f"section_{section.step:05d}.safetensors"

@@ -181,3 +181,40 @@ def test_x0_prediction_model_is_sampled_through_the_conversion(tmp_path):
     result = FramePackPipeline(c).generate(make(tmp_path, sampler="euler"), progress=False)
     generated = result.latents[:, :, 1:]
     assert torch.allclose(generated, target.expand_as(generated), atol=1e-5)
+
+
+@pytest.mark.parametrize("plan", ["forward", "inverted"])
+def test_killed_in_the_finishing_window_resume_writes_the_whole_video(tmp_path, plan, monkeypatch):
+    from framepack import pipeline as pipeline_module
+
+    pipe = FramePackPipeline(tiny_components())
+    full = pipe.generate(make(tmp_path, plan=plan, out=str(tmp_path / "full.mp4")), progress=False)
+
+    class Killed(BaseException):
+        pass
+
+    real_write = pipeline_module.VideoWriter.write
+
+    def dies_on_final_write(self, latents, done, *, final):
+        if final:
+            raise Killed  # the process dies after the last section's data is saved
+        return real_write(self, latents, done, final=final)
+
+    monkeypatch.setattr(pipeline_module.VideoWriter, "write", dies_on_final_write)
+    with pytest.raises(Killed):
+        pipe.generate(make(tmp_path, plan=plan), progress=False)
+    monkeypatch.setattr(pipeline_module.VideoWriter, "write", real_write)
+    assert resume_path(tmp_path / "v.mp4").exists()
+    done = pipe.generate(make(tmp_path, plan=plan, resume=True), progress=False)
+    assert done.frames == full.frames == 16 and not done.stopped
+    assert torch.equal(done.latents, full.latents)
+    assert np.array_equal(read_video(done.path)[0], read_video(full.path)[0])
+    assert json.loads((tmp_path / "v.json").read_text())["complete"] is True
+    assert not resume_path(done.path).exists()
+
+
+def test_resume_before_anything_was_saved_starts_the_job(tmp_path):
+    pipe = FramePackPipeline(tiny_components())
+    full = pipe.generate(make(tmp_path, out=str(tmp_path / "full.mp4")), progress=False)
+    done = pipe.generate(make(tmp_path, resume=True), progress=False)  # killed before any section
+    assert torch.equal(done.latents, full.latents) and done.frames == 16
