@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.init is not None:
         raise UserError("--init starts a new run; drop it with --resume")
     config = _resolve_config(args)
-    if args.resume and (args.out / "config.json").is_file() and args.steps is not None:
+    rank0 = os.environ.get("RANK", "0") == "0"
+    if rank0 and args.resume and (args.out / "config.json").is_file() and args.steps is not None:
         atomic_write_json(args.out / "config.json", config.to_dict())
     run_dir = train(
         config,
@@ -96,6 +97,6 @@ def run(args: argparse.Namespace) -> int:
         add_levels=args.add_level,
         progress=not args.no_progress,
     )
-    if os.environ.get("RANK", "0") == "0":  # one line, not one per process under torchrun
+    if rank0:  # one line, not one per process under torchrun
         print(f"run finished: {run_dir} (bundle: {run_dir / 'bundle'})")
     return 0
