@@ -133,6 +133,7 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
 
             cond.image_embeds = mix_image_embeds(cond.image_embeds, end_embeds, END_IMAGE_WEIGHT)
     fps = options.fps or spec.fps
+    _check_keyframe_latents(components, options.keyframes, fps)
     for seconds, path in options.keyframes:
         image = read_image(path)
         check_image(image, f"--keyframe {seconds:g}={path}")
@@ -156,6 +157,20 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
         if cond.image_embeds is None and components.image_encoder is not None:
             cond.image_embeds = _image_embeds(components, pixels[:, :, -1:])
     return cond
+
+
+def _check_keyframe_latents(components: Components, keyframes: list[tuple[float, str]], fps: float) -> None:
+    """Two keyframes on one latent frame would silently keep only one: refuse them."""
+    seen: dict[int, float] = {}
+    for seconds, _ in keyframes:
+        t = latent_time(components, seconds, fps)
+        if t in seen:
+            step = components.codec.time_factor / fps
+            raise UserError(
+                f"--keyframe: {seen[t]:g}s and {seconds:g}s fall on the same latent frame "
+                f"({components.codec.time_factor} frames = {step:.3g} s); space them further apart"
+            )
+        seen[t] = seconds
 
 
 def latent_time(components: Components, seconds: float, fps: float) -> int:

@@ -6,6 +6,7 @@ entry point refuses the same bad input with the same one-line message (`UserErro
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,14 +76,16 @@ class GenerationOptions:
             raise UserError(f"unknown plan {self.plan!r}; choose one of: {', '.join(PLANS)}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        if self.cfg < 1.0:
-            raise UserError(f"--cfg must be >= 1 (1 turns real guidance off), got {self.cfg:g}")
+        if not (math.isfinite(self.cfg) and self.cfg >= 1.0):
+            raise UserError(f"--cfg must be a number >= 1 (1 turns real guidance off), got {self.cfg:g}")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise UserError(f"--guidance must be a number >= 0, got {self.guidance:g}")
         if not 0.0 <= self.cfg_rescale <= 1.0:
             raise UserError(f"--cfg-rescale must be in [0, 1], got {self.cfg_rescale:g}")
         if not 0 <= self.crf <= 51:
             raise UserError(f"--crf must be between 0 and 51, got {self.crf}")
-        if self.shift is not None and not self.shift > 0:
-            raise UserError(f"--shift must be > 0, got {self.shift:g}")
+        if self.shift is not None and not (math.isfinite(self.shift) and self.shift > 0):
+            raise UserError(f"--shift must be a number > 0, got {self.shift:g}")
         self.timeline()  # syntax errors
         if self.prompts is not None and self.timeline().entries[-1][0] >= self.seconds:
             last = self.timeline().entries[-1][0]

@@ -178,11 +178,18 @@ class Job:
 
     def _anchors(self) -> list[Anchor]:
         """Prompt changes and keyframe images as plan anchors, at latent times."""
-        prompts = {
-            latent_time(self.c, t, self.fps): i
-            for i, (t, _) in enumerate(self.cond.timeline.entries)
-            if i > 0
-        }
+        prompts: dict[int, int] = {}
+        for i, (t, _) in enumerate(self.cond.timeline.entries):
+            at = latent_time(self.c, t, self.fps)
+            if i > 0 and at in prompts:
+                first = self.cond.timeline.entries[prompts[at]][0]
+                raise UserError(
+                    f"--prompts: entries at {first:g}s and {t:g}s fall on the same latent frame "
+                    f"({self.c.codec.time_factor} frames = {self.c.codec.time_factor / self.fps:.3g} s); "
+                    "space them further apart"
+                )
+            if i > 0:
+                prompts[at] = i
         prefix = 1 if self.cond.existing is None else self.cond.existing.shape[2]
         times = sorted(set(prompts) | set(self.cond.keyframes))
         anchors = []

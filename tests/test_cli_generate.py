@@ -72,6 +72,12 @@ def test_generate_flags(bundle, tmp_path):
         (["--out", "/nonexistent-dir/v.mp4"], "does not exist"),
         (["--resume", "--out", "VIDEO"], "no resume state"),  # a video exists: resume what?
         (["--extend", "VIDEO", "--plan", "inverted"], "--plan forward"),
+        (["--cfg", "nan"], "--cfg must be a number"),
+        (["--cfg", "inf"], "--cfg must be a number"),
+        (["--shift", "inf"], "--shift must be a number"),
+        (["--guidance", "nan"], "--guidance must be a number"),
+        (["--prompts", "0s: a; 1s: b; 1.03s: c"], "same latent frame"),
+        (["--keyframe", "1s=KEY", "--keyframe", "1.03s=KEY"], "same latent frame"),
     ],
 )
 def test_bad_input_exit_2_one_line(bundle, tmp_path, capsys, extra, message):
@@ -85,6 +91,7 @@ def test_bad_input_exit_2_one_line(bundle, tmp_path, capsys, extra, message):
     video.write_bytes(b"")
     subst = {"NOTIMAGE": str(tmp_path / "not.png"), "TINY": str(tmp_path / "tiny.png")}
     subst |= {"WIDE": str(tmp_path / "wide.png"), "5s=KEY": f"5s={key}", "VIDEO": str(video)}
+    subst |= {"1s=KEY": f"1s={key}", "1.03s=KEY": f"1.03s={key}"}
     extra = [subst.get(a, a) for a in extra]
     args = ["generate", "--model", bundle, "--seconds", "2", "--quiet", *extra]
     if "--out" not in extra:
