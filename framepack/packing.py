@@ -327,6 +327,19 @@ def _check_positive_int(value: Any, name: str) -> int:
     return value
 
 
+MAX_DEPTH = 12  # power kernel 11 is (2048, 4096, 4096): no latent video is that large
+
+
+def _check_depth(depth: Any) -> int:
+    depth = _check_positive_int(depth, "depth")
+    if depth > MAX_DEPTH:
+        raise ValueError(
+            f"depth must be at most {MAX_DEPTH} (kernel {power_kernel(MAX_DEPTH - 1)} already covers "
+            f"any video), got {depth}"
+        )
+    return depth
+
+
 def geometric_levels(lam: float, depth: int) -> tuple[Level, ...]:
     """Levels realising phi_i = L_f / lam**i with the power kernels (Sec. 2, Eq. for phi).
 
@@ -338,7 +351,7 @@ def geometric_levels(lam: float, depth: int) -> tuple[Level, ...]:
     of phi_i, so the total stays within that factor of L_f * lam / (lam - 1).
     """
     lam = _check_lambda(lam)
-    depth = _check_positive_int(depth, "depth")
+    depth = _check_depth(depth)
     rate = math.log(lam) / math.log(8)
     counts = [0] * depth
     i = 0
@@ -390,7 +403,7 @@ def temporal_duplication(
     """Temporal level duplication: several frames share one level. Power level j holds
     `groups` whole temporal kernels (groups * 2**j frames), so no replicate padding is wasted;
     every level costs groups * L_f / 4**j tokens."""
-    depth = _check_positive_int(depth, "depth")
+    depth = _check_depth(depth)
     groups = _check_positive_int(groups, "groups")
     levels = tuple(Level(power_kernel(j), groups * power_kernel(j)[0]) for j in range(depth))
     return Schedule(
@@ -411,7 +424,7 @@ def level_duplication(
 ) -> Schedule:
     """Level duplication: each power level appears `copies` times as separate levels of one
     temporal kernel each (2**j frames), so tokens never straddle two copies."""
-    depth = _check_positive_int(depth, "depth")
+    depth = _check_depth(depth)
     copies = _check_positive_int(copies, "copies")
     levels = tuple(Level(power_kernel(j), power_kernel(j)[0]) for j in range(depth) for _ in range(copies))
     return Schedule(
@@ -516,12 +529,16 @@ def _parse_value(key: str, text: str) -> Any:
 
 def parse_schedule(spec: str) -> Schedule:
     """Parse 'NAME' or 'NAME:key=value,key=value' (e.g. 'geometric:lambda=1.5,depth=4,tail=pool')."""
-    name, _, rest = spec.strip().partition(":")
+    name, colon, rest = spec.strip().partition(":")
+    if colon and not rest.strip():
+        raise ValueError(f"schedule {spec!r} has a ':' but no parameters; drop the ':' or add key=value")
     params: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"schedule parameters must be key=value, got {item!r} in {spec!r}")
+        if key.strip() in params:
+            raise ValueError(f"schedule parameter {key.strip()!r} is given twice in {spec!r}; give it once")
         params[key.strip()] = _parse_value(key.strip(), value.strip())
     return get_schedule(name.strip(), **params)
 

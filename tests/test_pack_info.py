@@ -67,6 +67,12 @@ def test_window_changes_only_the_noisy_line(capsys) -> None:
         (["--schedule", "geometric:lambda=1", "--history", "3", "--latent", "64x64"], "lambda must be"),
         (["--schedule", "geometric:tail=cut", "--history", "3", "--latent", "64x64"], "tail must be one of"),
         (["--schedule", "geometric:colour=2", "--history", "3", "--latent", "64x64"], "unknown parameter"),
+        (
+            ["--schedule", "geometric:lambda=2,depth=1000000", "--history", "3", "--latent", "64x64"],
+            "at most 12",
+        ),
+        (["--schedule", "geometric:lambda=2,lambda=3", "--history", "3", "--latent", "64x64"], "given twice"),
+        (["--schedule", "geometric:", "--history", "3", "--latent", "64x64"], "no parameters"),
         (["--history", "3", "--latent", "64"], "--latent must look like 64x64"),
         (["--history", "3", "--latent", "63x64"], "divisible"),
         (["--history", "-1", "--latent", "64x64"], "--history must be >= 0"),
