@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from framepack.errors import UserError
+from framepack.lora import apply_loras, check_lora_args
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def bundled_demo_path() -> Path:
 def load_components(model: str, options: LoadOptions | None = None) -> Components:
     """Load `demo`, `hunyuan-inverted`, `hunyuan-f1`, or a model folder (with framepack.json)."""
     options = options or LoadOptions()
+    check_lora_args(options.loras)  # before anything loads
     if model == "demo":
         path = bundled_demo_path()
         if not (path / "framepack.json").is_file():
@@ -159,6 +161,7 @@ def _load_bundle(path: Path, options: LoadOptions) -> Components:
         options.dtype
     ]
     bundle = load_bundle(path, device=device, dtype=dtype)
+    apply_loras(bundle.transformer, options.loras)
     return Components(
         spec=spec_from_meta(bundle.meta, path),
         transformer=bundle.transformer,

@@ -72,6 +72,9 @@ def test_generate_flags(bundle, tmp_path):
         (["--out", "/nonexistent-dir/v.mp4"], "does not exist"),
         (["--resume", "--out", "VIDEO"], "no resume state"),  # a video exists: resume what?
         (["--extend", "VIDEO", "--plan", "inverted"], "--plan forward"),
+        (["--lora", "missing.safetensors"], "no such file"),
+        (["--lora", "NOTIMAGE:nan"], "finite number"),
+        (["--lora", "NOTIMAGE"], "could not read LoRA"),
         (["--cfg", "nan"], "--cfg must be a number"),
         (["--cfg", "inf"], "--cfg must be a number"),
         (["--shift", "inf"], "--shift must be a number"),
@@ -160,3 +163,24 @@ def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path):
     assert a.shape == b.shape == (48, 16, 16, 3)
     assert np.array_equal(a, b)
     assert not (tmp_path / "s.resume.safetensors").exists()
+
+
+def test_lora_on_a_bundle_changes_the_video(bundle, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from framepack.model_bundle import load_bundle
+
+    width = load_bundle(bundle).transformer.proj_out.weight.shape
+    lora = tmp_path / "lora.safetensors"
+    down, up = torch.randn(2, width[1]), torch.randn(width[0], 2)
+    save_file({"transformer.proj_out.lora_A.weight": down, "transformer.proj_out.lora_B.weight": up}, lora)
+    base = ["generate", "--model", bundle, "--seconds", "1", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a.mp4")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.mp4"), "--lora", f"{lora}:0.5"]) == 0
+    assert main([*base, "--out", str(tmp_path / "c.mp4"), "--lora", f"{lora}:0"]) == 0
+    a, b, c = (read_video(tmp_path / f"{n}.mp4")[0] for n in "abc")
+    assert (a != b).any() and (a == c).all()
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"transformer.nothing.lora_A.weight": down, "transformer.nothing.lora_B.weight": up}, wrong)
+    assert main([*base, "--out", str(tmp_path / "d.mp4"), "--lora", str(wrong)]) == 2

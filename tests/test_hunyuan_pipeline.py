@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hunyuan_fixtures import build_hunyuan_dir, build_redux_dir
 
 from framepack.components import LoadOptions, load_components
-from framepack.hunyuan.components import dtypes, parse_lora_arg, released_spec
+from framepack.hunyuan.components import dtypes, released_spec
+from framepack.lora import parse_lora_arg
 from framepack.models import PRESETS, PackedTransformer
 from framepack.options import GenerationOptions
 from framepack.pipeline import FramePackPipeline, Job

@@ -17,7 +17,6 @@ from hunyuan_fixtures import as_hf_cache, build_transformer_dir
 
 from framepack.errors import UserError
 from framepack.hunyuan import buckets, paths
-from framepack.hunyuan.lora import merge_lora, unmerge_lora
 from framepack.hunyuan.memory import (
     estimate_vram,
     on_device,
@@ -26,6 +25,7 @@ from framepack.hunyuan.memory import (
     stream_blocks,
 )
 from framepack.hunyuan.teacache import TeaCache, install_teacache, rescale
+from framepack.lora import merge_lora, unmerge_lora
 from framepack.models import PRESETS, PackedTransformer
 from framepack.packing import PackedContext, PackedLevel
 

@@ -65,17 +65,6 @@ def dtypes(option: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]
     return transformer, torch.float16
 
 
-def parse_lora_arg(text: str) -> tuple[str, float]:
-    """`"PATH"` or `"PATH:SCALE"` -> (path, scale); a tail that is not a number belongs to the path."""
-    path, sep, tail = text.rpartition(":")
-    if sep and path:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
-
-
 def load_hunyuan(model: str, options: LoadOptions) -> Components:
     """Load a released FramePack model (`hunyuan-inverted` or `hunyuan-f1`) for generation.
 
@@ -83,10 +72,10 @@ def load_hunyuan(model: str, options: LoadOptions) -> Components:
     searched), when a LoRA does not fit, or when the device is unavailable.
     """
     from framepack.hunyuan.image import SiglipImageEncoder
-    from framepack.hunyuan.lora import merge_lora
     from framepack.hunyuan.paths import locate
     from framepack.hunyuan.text import HunyuanPromptEncoder
     from framepack.hunyuan.vae import HunyuanVideoVAE
+    from framepack.lora import apply_loras
 
     spec = released_spec(model, options.bucket or DEFAULT_BUCKET)
     device = options.torch_device()
@@ -96,12 +85,7 @@ def load_hunyuan(model: str, options: LoadOptions) -> Components:
     home = torch.device("cpu") if low_vram else device  # where the encoders and VAE rest
 
     transformer = _load_transformer(paths.transformer, transformer_dtype)
-    for text in options.loras:
-        path, scale = parse_lora_arg(text)
-        applied = merge_lora(transformer, path, scale)
-        log.info("LoRA %s (scale %g): %d modules merged", path, scale, len(applied.pairs))
-        if applied.unknown_keys:
-            log.warning("LoRA %s: %d keys name no module of the model", path, len(applied.unknown_keys))
+    apply_loras(transformer, options.loras)
     if low_vram:
         from framepack.hunyuan.memory import stream_blocks
 

@@ -17,6 +17,9 @@ the original HunyuanVideo names, e.g. `double_blocks_0_img_attn_qkv`, land there
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from framepack.errors import UserError
 
 PREFIXES = ("transformer.", "diffusion_model.", "base_model.model.", "model.")
 KOHYA_PREFIXES = ("lora_unet_", "lora_transformer_")
+log = logging.getLogger(__name__)
 _DIFFUSERS = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B)(?:\.default)?\.weight$")
 _KOHYA = re.compile(r"^(?P<module>[^.]+)\.(?P<kind>lora_down|lora_up)\.weight$")
 _ALPHA = re.compile(r"^(?P<module>.+)\.alpha$")
@@ -173,3 +177,39 @@ def unmerge_lora(model: nn.Module, applied: AppliedLora) -> None:
         weight = modules[name].weight
         _add(weight, -lora_delta(pair, weight.shape, applied.scale))
     applied.pairs.clear()
+
+
+def parse_lora_arg(text: str) -> tuple[str, float]:
+    """`"PATH"` or `"PATH:SCALE"` -> (path, scale); a tail that is not a number belongs to the path.
+
+    Raises UserError for a scale that is not a finite number.
+    """
+    path, scale = text, 1.0
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        with contextlib.suppress(ValueError):
+            path, scale = head, float(tail)
+    if not math.isfinite(scale):
+        raise UserError(f"--lora {text}: the scale must be a finite number, e.g. {path}:0.8")
+    return path, scale
+
+
+def check_lora_args(loras: list[str]) -> None:
+    """Before anything loads: every `--lora` names an existing file with a finite scale."""
+    for text in loras:
+        path, _ = parse_lora_arg(text)
+        if not Path(path).is_file():
+            raise UserError(f"--lora {text}: no such file: {path}")
+
+
+def apply_loras(model: nn.Module, loras: list[str]) -> list[AppliedLora]:
+    """Merge `--lora PATH[:SCALE]` arguments into `model` in order (UserError when one does not fit)."""
+    applied = []
+    for text in loras:
+        path, scale = parse_lora_arg(text)
+        lora = merge_lora(model, path, scale)
+        log.info("LoRA %s (scale %g): %d modules merged", path, scale, len(lora.pairs))
+        if lora.unknown_keys:
+            log.warning("LoRA %s: %d keys name no module of the model", path, len(lora.unknown_keys))
+        applied.append(lora)
+    return applied
