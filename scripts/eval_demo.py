@@ -209,6 +209,50 @@ def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> 
     return out
 
 
+def probe_prompt(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> dict:
+    """Does the prompt carry the camera motion? First sections after a lone held-out frame (the
+    context shows no motion), each a pan in one of the 4 directions: the clean-section estimate at
+    a high noise level with the true caption, the opposite direction's and "holds still".
+    MSE in normalised latent units (lower with the true caption: the model hears the direction)."""
+    from framepack.data.world import World, render_clip
+    from framepack.data.world_script import SPEEDS, Action, Script
+    from framepack.train.layouts import SectionLayout
+
+    meta, codec, window = bundle.meta, bundle.codec, bundle.meta.window
+    source = WorldSource(8.0, meta.height, meta.fps, seed, clips, split="eval")
+    schedule = parse_schedule(meta.schedule)
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    rows: dict[str, list] = {"true": [], "opposite": [], "still": []}
+    contexts, targets, indices = [], [], []
+    for i in range(clips):
+        direction = ("left", "right", "up", "down")[i % 4]
+        action = Action(direction, 2.0, list(SPEEDS.values())[i // 4 % 3])
+        clip = render_clip(World(source.dataset.clip_seed(i)), Script((action,), source._script(i).start),
+                           meta.height, meta.fps, codec.num_frames(1 + window))  # fmt: skip
+        pixels = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float()[None] / 127.5 - 1
+        latents = codec.encode(pixels)  # (1, C, 1 + window, h, w)
+        lay = SectionLayout("forward", 1 + window, 1, window, ())
+        context, target, target_idx = build_context(latents, torch.arange(1 + window), lay, schedule)
+        contexts.append(context)
+        targets.append(target)
+        indices.append(target_idx)
+        rows["true"].append(action.caption)
+        rows["opposite"].append(Action(opposite[direction], 2.0, action.speed).caption)
+        rows["still"].append("the camera holds still")
+    context, x0, target_idx = stack_contexts(contexts), torch.cat(targets), torch.cat(indices)
+    x = (1 - sigma) * x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    t = torch.full((clips,), sigma * 1000.0)
+    out = {"sigma": sigma, "samples": clips}
+    with torch.no_grad():
+        for name, captions in rows.items():
+            embeds = bundle.text_encoder.encode(captions)
+            v = bundle.transformer(x, t, embeds.states, embeds.mask, embeds.pooled, target_idx, context)
+            if bundle.meta.prediction == "x0":
+                v = x0_to_velocity(x, v, sigma)
+            out[f"x0_mse_{name}_caption"] = round(float(((x - sigma * v - x0) ** 2).mean()), 4)
+    return out
+
+
 class Generator:
     """`framepack generate` runs as a user makes them (the pipeline, the bundle's defaults),
     from held-out world frames; returns the frames the model made (decoded latents, uint8)."""
@@ -576,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         report["sections"] = eval_sections(bundle, args.clips, args.seed, steps, shift)
     if args.probe:
         report["probe"] = probe_context(bundle, args.clips, args.seed)
+        report["probe_prompt"] = probe_prompt(bundle, max(args.clips, 12), args.seed)
     gen = Generator(args.bundle, bundle, args.seed, args.plan)
     if "captions" in parts:
         report["captions"] = eval_captions(gen, bundle, args.images, args.seed, args.caption_seconds)
