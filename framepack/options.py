@@ -86,6 +86,13 @@ class GenerationOptions:
             raise UserError(f"--crf must be between 0 and 51, got {self.crf}")
         if self.shift is not None and not (math.isfinite(self.shift) and self.shift > 0):
             raise UserError(f"--shift must be a number > 0, got {self.shift:g}")
+        for text, flag in (
+            (self.prompt, "--prompt"),
+            (self.prompts, "--prompts"),
+            (self.negative_prompt, "--negative-prompt"),
+        ):
+            if text is not None and not _is_utf8(text):
+                raise UserError(f"{flag} holds bytes that are not valid UTF-8; check the shell's encoding")
         self.timeline()  # syntax errors
         if self.prompts is not None and self.timeline().entries[-1][0] >= self.seconds:
             last = self.timeline().entries[-1][0]
@@ -107,6 +114,14 @@ class GenerationOptions:
         times = [t for t, _ in self.keyframes]
         if len(set(times)) != len(times):
             raise UserError("--keyframe: two keyframes at the same time; give each time once")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: undecodable bytes passed through by Python
+        return False
+    return True
 
 
 def parse_keyframe(text: str) -> tuple[float, str]:

@@ -107,6 +107,26 @@ class FramePackPipeline:
             return job.run(flag, progress=progress, callback=callback)
 
 
+def check_job_files(out: Path, overwrite: bool) -> None:
+    """Before any work: the sidecar and resume data the job writes beside `out` must not hold
+    another job's results (UserError), unless `overwrite`."""
+    parts = Path(str(resume_path(out)) + ".parts")
+    for path, what in (
+        (sidecar_path(out), "settings sidecar"),
+        (resume_path(out), "resume data"),
+        (parts, "resume data"),
+    ):
+        if path.is_dir() and path != parts:
+            raise UserError(f"{path} (where the job writes its {what}) is a directory; choose another --out")
+        if path.exists() and not overwrite:
+            hint = (
+                "finish that job with --resume, or pass --overwrite"
+                if "resume" in what
+                else "pass --overwrite"
+            )
+            raise UserError(f"{path} already exists ({what} of another job); {hint} or choose another --out")
+
+
 def default_output_path() -> Path:
     return Path("outputs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.mp4"
 
@@ -126,6 +146,7 @@ class Job:
         else:
             self.out.parent.mkdir(parents=True, exist_ok=True) if options.out is None else None
             check_output_path(self.out, options.overwrite)
+            check_job_files(self.out, options.overwrite)
         self.cond = prepare(components, options)
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
@@ -146,6 +167,11 @@ class Job:
             )  # fmt: skip
         if cond.existing is not None and strategy not in ("forward", "endpoints"):
             raise UserError(f"--extend continues a video forward; use --plan forward (not {strategy})")
+        if round(self.options.seconds * self.fps) < 1:
+            raise UserError(
+                f"--seconds {self.options.seconds:g} is shorter than one frame at {self.fps:g} fps; "
+                f"ask for at least {1 / self.fps:.3g} s"
+            )
         frames = round(self.options.seconds * self.fps) + cond.existing_frames
         total = max(codec.num_latents(max(frames, 1)), 2)
         existing = 0 if cond.existing is None else cond.existing.shape[2]

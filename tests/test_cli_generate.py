@@ -75,6 +75,8 @@ def test_generate_flags(bundle, tmp_path):
         (["--lora", "missing.safetensors"], "no such file"),
         (["--lora", "NOTIMAGE:nan"], "finite number"),
         (["--lora", "NOTIMAGE"], "could not read LoRA"),
+        (["--seconds", "0.001"], "shorter than one frame"),
+        (["--prompt", "bad \udcff bytes"], "not valid UTF-8"),
         (["--cfg", "nan"], "--cfg must be a number"),
         (["--cfg", "inf"], "--cfg must be a number"),
         (["--shift", "inf"], "--shift must be a number"),
@@ -184,3 +186,20 @@ def test_lora_on_a_bundle_changes_the_video(bundle, tmp_path):
     wrong = tmp_path / "wrong.safetensors"
     save_file({"transformer.nothing.lora_A.weight": down, "transformer.nothing.lora_B.weight": up}, wrong)
     assert main([*base, "--out", str(tmp_path / "d.mp4"), "--lora", str(wrong)]) == 2
+
+
+@pytest.mark.parametrize("existing", ["v.json", "v.resume.safetensors", "v.resume.safetensors.parts"])
+def test_every_file_of_the_job_is_checked_before_it_starts(bundle, tmp_path, capsys, existing):
+    path = tmp_path / existing
+    if existing.endswith(".parts"):
+        path.mkdir()
+        (path / "section_00000.safetensors").write_bytes(b"another job")
+    else:
+        path.write_bytes(b"another job")
+    args = ["generate", "--model", bundle, "--seconds", "1", "--quiet", "--out", str(tmp_path / "v.mp4")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "v.mp4").exists()
+    kept = path / "section_00000.safetensors" if path.is_dir() else path
+    assert kept.read_bytes() == b"another job"

@@ -132,3 +132,30 @@ def test_finetune_from_a_diffusers_transformer_folder(finished_run, tmp_path):
     assert start.text_encoder.config.width == start.transformer.config.text_embed_dim
     with pytest.raises(UserError, match="not a run directory"):
         train(TINY, tmp_path / "nothing", init=tmp_path, progress=False)
+
+
+def test_cli_train_refuses_bad_runs_and_configs(tmp_path, capsys):
+    folder = tmp_path / "cfgdir"
+    folder.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "schedule.json").write_text('{"schedule": "bogus"}')
+    (tmp_path / "codec.json").write_text('{"codec": {"kind": "x"}}')
+    cases = [
+        (["--config", str(folder), "--out", str(tmp_path / "r")], "cannot read config file"),
+        (["--config", str(tmp_path / "list.json"), "--out", str(tmp_path / "r")], "JSON object"),
+        (
+            ["--config", str(tmp_path / "schedule.json"), "--out", str(tmp_path / "r")],
+            "schedule must be one of",
+        ),
+        (["--config", str(tmp_path / "codec.json"), "--out", str(tmp_path / "r")], "codec 'kind'"),
+        (["--preset", "tiny-test", "--out", str(afile)], "is a file"),
+        (["--out", str(tmp_path / "nothing"), "--resume"], "nothing to resume"),
+    ]
+    for argv, message in cases:
+        assert cli_main(["train", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert afile.read_text() == "keep"
+    assert not (tmp_path / "r").exists() and not (tmp_path / "nothing").exists()

@@ -264,6 +264,7 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
         (["--seconds", "-1"], "--seconds"),
         (["--size", "60"], "--size"),
         (["--size", "8"], "--size"),
+        (["--size", "20000"], "to 1024"),
         (["--fps", "0"], "--fps"),
         (["--script", "sideways 2"], "--script"),
     ],

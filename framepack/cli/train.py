@@ -56,7 +56,11 @@ def _resolve_config(args: argparse.Namespace):
     from framepack.train.config import TrainConfig, load_config, preset
 
     saved = args.out / "config.json"
-    if args.resume and saved.is_file():
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a run directory (it is created if missing)")
+    if args.resume and not saved.is_file():
+        raise UserError(f"nothing to resume in {args.out} (no config.json); start the run without --resume")
+    if args.resume:
         if args.preset or args.config:
             raise UserError("--resume reads the run's own config.json; drop --preset/--config")
         config = TrainConfig.from_dict(json.loads(saved.read_text()))

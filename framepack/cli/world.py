@@ -16,6 +16,7 @@ import numpy as np
 
 from framepack.errors import UserError
 
+MAX_SIZE = 1024  # a 10-s clip at 1024x1024 is 0.9 GB of frames in memory
 MIN_SIZE = 16
 
 
@@ -78,8 +79,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError(f"--seconds must be a positive number, got {args.seconds:g}")
     if not (0 < args.fps <= 240):
         raise UserError(f"--fps must be in (0, 240], got {args.fps:g}")
-    if args.size < MIN_SIZE or args.size % 8:
-        raise UserError(f"--size must be a multiple of 8 and at least {MIN_SIZE}, got {args.size}")
+    if args.size < MIN_SIZE or args.size % 8 or args.size > MAX_SIZE:
+        raise UserError(
+            f"--size must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE} pixels, got {args.size}"
+        )
     if not 0 <= args.crf <= 51:
         raise UserError(f"--crf must be in 0..51, got {args.crf}")
     if round(args.seconds * args.fps) > 100_000:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framepack.codecs.base import CODEC_KINDS
 from framepack.errors import UserError
+from framepack.packing import parse_schedule
 from framepack.sampling import PREDICTIONS
 
 LAYOUTS = ("forward", "inverted", "endpoints")
@@ -154,6 +156,10 @@ class TrainConfig:
             raise ValueError(f"sigma_kind must be one of {SIGMA_KINDS}, got {self.sigma_kind!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        parse_schedule(self.schedule)  # ValueError naming what is wrong with it
+        if not isinstance(self.codec, dict) or self.codec.get("kind") not in CODEC_KINDS:
+            kind = self.codec.get("kind") if isinstance(self.codec, dict) else self.codec
+            raise ValueError(f"codec 'kind' must be one of {sorted(CODEC_KINDS)}, got {kind!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         for name in ("lr", "sigma_shift", "sigma_std", "ema_halflife_samples"):
@@ -212,6 +218,10 @@ def load_config(path: Path) -> TrainConfig:
         ) from None
     except json.JSONDecodeError as err:
         raise UserError(f"config file {path} is not valid JSON ({err}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read config file {path} ({err.strerror or err}); pass a JSON file") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must hold a JSON object of TrainConfig fields")
     try:
         return TrainConfig.from_dict(raw)
     except (TypeError, ValueError) as err:
