@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,23 +128,26 @@ def save_bundle(
     The transformer is stored in its current dtype (cast it to float16 first to halve the size).
     """
     out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    transformer.save_pretrained(tmp / TRANSFORMER_DIR)
-    text_encoder.save(tmp)
-    (tmp / CODEC_NAME).write_text(json.dumps(codec.config(), indent=2) + "\n")
-    (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
-    if card is not None:
-        (tmp / "README.md").write_text(card)
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    if out.exists() and not (out / META_NAME).is_file():
+        raise UserError(f"{out} exists and is not a model bundle; a bundle replaces only a bundle")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        transformer.save_pretrained(tmp / TRANSFORMER_DIR)
+        text_encoder.save(tmp)
+        (tmp / CODEC_NAME).write_text(json.dumps(codec.config(), indent=2) + "\n")
+        (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+        if card is not None:
+            (tmp / "README.md").write_text(card)
+        if out.exists():  # an older bundle: swap it out, then remove it
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -159,3 +159,22 @@ def test_cli_train_refuses_bad_runs_and_configs(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert afile.read_text() == "keep"
     assert not (tmp_path / "r").exists() and not (tmp_path / "nothing").exists()
+
+
+def test_export_never_replaces_a_file_or_an_unasked_folder(finished_run, tmp_path, capsys):
+    afile = tmp_path / "a.txt"
+    afile.write_text("keep")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    base = ["train", "--out", str(finished_run), "--export"]
+    assert cli_main([*base, str(afile)]) == 2 and afile.read_text() == "keep"
+    assert "is a file" in capsys.readouterr().err
+    assert cli_main([*base, str(folder)]) == 2 and (folder / "notes.txt").read_text() == "keep"
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli_main([*base, str(folder), "--overwrite"]) == 2  # not a bundle: never replaced
+    assert (folder / "notes.txt").read_text() == "keep"
+    bundle = tmp_path / "b"
+    assert cli_main([*base, str(bundle)]) == 0
+    assert cli_main([*base, str(bundle), "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b", "mine"]  # no litter

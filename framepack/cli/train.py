@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="transformer precision of --export",
     )
+    parser.add_argument("--overwrite", action="store_true", help="let --export replace an existing bundle")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -81,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.export is not None:
         import torch
+
+        if args.export.exists() and not args.export.is_dir():
+            raise UserError(f"--export {args.export} is a file; give a folder name for the bundle")
+        if args.export.exists() and not args.overwrite:
+            raise UserError(f"--export {args.export} already exists; pass --overwrite to replace it")
 
         out = export_bundle(args.out, args.export, dtype=getattr(torch, args.export_dtype))
         print(f"bundle written to {out}")
