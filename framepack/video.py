@@ -328,18 +328,32 @@ def _resampled(decoded, src_fps: float, out_fps: float) -> Iterator[np.ndarray]:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as `uint8 (H, W, 3)` RGB (alpha is composited over white)."""
+    """Read an image file as `uint8 (H, W, 3)` RGB.
+
+    Alpha is composited over white; 16-bit and 32-bit integer grayscale is scaled to 8 bits
+    (65535 -> 255), float grayscale is read as 0..1; CMYK and palette images are converted;
+    an animated image gives its first frame.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = _existing(path, "image")
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                values = np.asarray(image, dtype=np.float64)
+                scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
+                gray = np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
             if image.mode in ("RGBA", "LA", "P") and (image.mode != "P" or "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, rgba)
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except Image.DecompressionBombError:
+        raise UserError(
+            f"{path} claims more than {Image.MAX_IMAGE_PIXELS:,} pixels; give an image under about 90 megapixels"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(
             f"cannot read {path} as an image ({_reason(err)}); give a PNG, JPEG or WebP file"

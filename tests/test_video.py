@@ -163,3 +163,28 @@ def test_check_output_path(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         video.check_output_path(existing / "a.mp4")  # parent is a file
     assert existing.read_bytes() == b"x"
+
+
+def test_read_image_modes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from framepack.video import read_image
+
+    gray16 = np.full((8, 8), 32768, dtype=np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    assert (
+        read_image(tmp_path / "g16.png").tolist() == np.full((8, 8, 3), 128).tolist()
+    )  # not clipped to white
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent: composited over white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert (read_image(tmp_path / "a.png") == 255).all()
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    assert read_image(tmp_path / "c.jpg")[0, 0, 0] > 200  # CMYK red -> RGB red
+    frames = [Image.new("RGB", (8, 8), c) for c in ((0, 0, 255), (255, 0, 0))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert read_image(tmp_path / "anim.gif")[0, 0, 2] > 200  # the first frame
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 8x8 = 64 > 2 * 10: a "bomb"
+    with pytest.raises(UserError, match="megapixels"):
+        read_image(tmp_path / "a.png")
