@@ -178,3 +178,13 @@ def test_export_never_replaces_a_file_or_an_unasked_folder(finished_run, tmp_pat
     assert cli_main([*base, str(bundle)]) == 0
     assert cli_main([*base, str(bundle), "--overwrite"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b", "mine"]  # no litter
+
+
+def test_a_run_killed_before_its_model_was_saved_resumes_from_its_own_config(finished_run, tmp_path):
+    run = tmp_path / "early"
+    run.mkdir()
+    config = TINY.replace(steps=9)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))  # what a kill leaves: config only
+    assert cli_main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    expected = [(r["step"], r["loss"]) for r in read_log(finished_run / "log.jsonl")]
+    assert [(r["step"], r["loss"]) for r in read_log(run / "log.jsonl")] == expected

@@ -348,7 +348,8 @@ def train(
         )
 
     # -- set up ---------------------------------------------------------------------------------
-    fresh = not (resume and paths.config.is_file())
+    # A run killed before its initial model was saved starts over from its own config.json.
+    fresh = not (resume and paths.config.is_file() and (paths.model / "framepack.json").is_file())
     if fresh:
         if paths.root.exists() and any(paths.root.iterdir()) and not resume:
             raise UserError(
