@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ import torch
 from framepack.codecs.base import Codec, codec_from_config
 from framepack.errors import UserError
 from framepack.models import PackedTransformer
+from framepack.packing import parse_schedule
+from framepack.sampling import PREDICTIONS
 from framepack.text.vocab import VocabEncoder
 
 FORMAT = "framepack-bundle"
@@ -84,6 +87,23 @@ class BundleMeta:
     model_card: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "window", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("fps", "shift", "cfg_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        parse_schedule(self.schedule)
+        if not set(self.layouts) <= {"forward", "inverted", "endpoints"}:
+            raise ValueError(f"layouts must name forward, inverted or endpoints, got {list(self.layouts)}")
+        if self.default_plan not in ("forward", "inverted", "endpoints", "multi-endpoint"):
+            raise ValueError(f"default_plan must be a plan name, got {self.default_plan!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+
     def to_json(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["layouts"] = list(self.layouts)
@@ -91,6 +111,8 @@ class BundleMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BundleMeta:
+        if not isinstance(data, dict):
+            raise ValueError(f"must hold a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise ValueError(f"not a framepack bundle: format is {data.get('format')!r}, expected {FORMAT!r}")
         if int(data.get("version", 0)) > VERSION:
@@ -159,8 +181,8 @@ def load_meta(path: str | os.PathLike) -> BundleMeta:
         )
     try:
         return BundleMeta.from_json(json.loads(meta_path.read_text()))
-    except (ValueError, TypeError) as err:
-        raise UserError(f"{meta_path}: {err}") from None
+    except (ValueError, TypeError, OSError) as err:
+        raise UserError(f"{meta_path}: {err}; re-export the bundle or fix the file") from None
 
 
 def update_meta(path: str | os.PathLike, **changes: Any) -> BundleMeta:
@@ -182,9 +204,20 @@ def load_bundle(
     `dtype` (float32 by default, whatever the stored precision; None keeps the stored dtype)."""
     root = Path(path)
     meta = load_meta(root)
-    codec = codec_from_config(json.loads((root / CODEC_NAME).read_text()))
-    transformer = PackedTransformer.from_pretrained(root / TRANSFORMER_DIR, dtype=dtype, device=device)
-    text_encoder = VocabEncoder.load(root, device=device).eval()
+    try:
+        raw = json.loads((root / CODEC_NAME).read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("must hold a JSON object")
+        codec = codec_from_config(raw)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{root / CODEC_NAME}: {err}; re-export the bundle or fix the file") from None
+    try:
+        transformer = PackedTransformer.from_pretrained(root / TRANSFORMER_DIR, dtype=dtype, device=device)
+        text_encoder = VocabEncoder.load(root, device=device).eval()
+    except UserError:
+        raise
+    except Exception as err:  # safetensors, json and torch raise their own types for a damaged file
+        raise UserError(f"{root}: a model file is missing or damaged ({err}); re-export the bundle") from None
     return Bundle(transformer.eval(), text_encoder, codec, meta, root)
 
 

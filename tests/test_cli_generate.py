@@ -203,3 +203,37 @@ def test_every_file_of_the_job_is_checked_before_it_starts(bundle, tmp_path, cap
     assert not (tmp_path / "v.mp4").exists()
     kept = path / "section_00000.safetensors" if path.is_dir() else path
     assert kept.read_bytes() == b"another job"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: (p / "framepack.json").write_text("[1, 2]"), "JSON object"),
+        (lambda p: _edit_meta(p, fps=0), "fps must be a positive number"),
+        (lambda p: _edit_meta(p, window="two"), "window must be an integer"),
+        (lambda p: _edit_meta(p, schedule="bogus"), "schedule must be one of"),
+        (lambda p: (p / "codec.json").write_text("{not json"), "codec.json"),
+        (lambda p: (p / "codec.json").unlink(), "codec.json"),
+        (lambda p: (p / "transformer" / "config.json").unlink(), "missing or damaged"),
+        (lambda p: _truncate(next((p / "transformer").glob("*.safetensors"))), "missing or damaged"),
+    ],
+)
+def test_a_broken_model_folder_gets_one_line(bundle, tmp_path, capsys, damage, message):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    damage(broken)
+    assert main(["generate", "--model", str(broken), "--seconds", "1", "--out", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def _edit_meta(path, **changes):
+    meta = json.loads((path / "framepack.json").read_text())
+    (path / "framepack.json").write_text(json.dumps({**meta, **changes}))
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
