@@ -585,6 +585,26 @@ def _caption_table(captions: dict | None) -> list[str]:
     return lines
 
 
+def merge_reports(args: argparse.Namespace) -> int:
+    """One report from the parts of several (the commands are listed together)."""
+    report: dict = {}
+    commands = []
+    for path in args.merge:
+        part = json.loads(path.read_text())
+        commands.append(part.pop("command", ""))
+        part.pop("targets", None)
+        wall = part.pop("generation_wall_seconds", 0.0)
+        report["generation_wall_seconds"] = round(report.get("generation_wall_seconds", 0.0) + wall, 1)
+        report.update(part)
+    report["command"] = " && ".join(c for c in commands if c)
+    report["targets"] = target_rows(report)
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    if args.card is not None:
+        write_card(args.bundle, args.card, report, args.command, args.limits)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, default=demo_path(), help="model bundle folder (default: the demo)")
@@ -605,7 +625,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card", type=Path, metavar="RUN_DIR", help="write the bundle's model card from this run")
     p.add_argument("--command", default="framepack train --preset demo --out RUN_DIR", help="for the card")
     p.add_argument("--limits", default="", help="for the card: what limits the missed targets")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="REPORT",
+                   help="merge the parts of reports written by earlier runs (e.g. run in parallel) and stop")  # fmt: skip
     args = p.parse_args(argv)
+    if args.merge:
+        return merge_reports(args)
     torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
     bundle = load_bundle(args.bundle)
