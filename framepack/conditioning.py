@@ -90,6 +90,9 @@ def encode_frames(components: Components, pixels: Tensor) -> Tensor:
 
 
 def encode_prompts(components: Components, prompts: list[str]) -> list[PromptEmbeds]:
+    report = getattr(components.prompt_encoder, "report_unknown", None)
+    if report is not None:  # one line for the whole timeline's unknown words
+        report(prompts)
     with torch.no_grad():
         return [components.prompt_encoder.encode([p]).to("cpu") for p in prompts]
 

@@ -174,7 +174,9 @@ class VocabEncoder(nn.Module):
 
     def tokenize_batch(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """Token ids (B, L) int64 and mask (B, L) bool, padded to the longest prompt (<= max_length)."""
-        rows = [self._ids(prompt) for prompt in prompts]
+        tokens = [tokenize(prompt) for prompt in prompts]
+        self.report_unknown(prompts)
+        rows = [self._ids(row) for row in tokens]
         length = max((len(r) for r in rows), default=1)
         ids = torch.zeros(len(rows), length, dtype=torch.long)
         for i, row in enumerate(rows):
@@ -182,14 +184,19 @@ class VocabEncoder(nn.Module):
         mask = torch.arange(length).unsqueeze(0) < torch.tensor([len(r) for r in rows]).unsqueeze(1)
         return ids, mask
 
-    def _ids(self, prompt: str) -> list[int]:
-        tokens = tokenize(prompt)
+    def report_unknown(self, prompts: list[str]) -> None:
+        """One log line for the words of `prompts` not yet reported as unknown (12 named at most)."""
+        tokens = [t for prompt in prompts for t in tokenize(prompt)]
         unknown = [t for t in dict.fromkeys(tokens) if t not in self.vocab and t not in self._reported]
         if unknown:
             self._reported.update(unknown)
+            more = f" (and {len(unknown) - 12} more)" if len(unknown) > 12 else ""
             logger.warning(
-                "words not in the text encoder's vocabulary, encoded as %s: %s", UNK, ", ".join(unknown)
-            )
+                "words not in the text encoder's vocabulary, encoded as %s: %s%s",
+                UNK, ", ".join(unknown[:12]), more,
+            )  # fmt: skip
+
+    def _ids(self, tokens: list[str]) -> list[int]:
         if len(tokens) > self.config.max_length:
             if not self._warned_truncation:
                 logger.warning("prompt longer than %d tokens truncated (max_length)", self.config.max_length)
