@@ -228,3 +228,20 @@ def test_mix_image_embeds():
     assert torch.equal(mix_image_embeds(s, e, 0.0), s)
     with pytest.raises(ValueError, match="end_weight"):
         mix_image_embeds(s, e, 1.5)
+
+
+def test_a_pickle_only_vae_is_refused(dirs, tmp_path):
+    """Weights load from safetensors only: a folder holding a pickle .bin is never unpickled."""
+    import shutil
+
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    hunyuan, _ = dirs
+    broken = tmp_path / "hv"
+    shutil.copytree(hunyuan, broken)
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(broken / "vae")
+    shutil.rmtree(broken / "vae")
+    vae.save_pretrained(broken / "vae", safe_serialization=False)  # diffusion_pytorch_model.bin
+    assert not list((broken / "vae").glob("*.safetensors"))
+    with pytest.raises(UserError, match=r"missing vae/\*\.safetensors"):
+        HunyuanVideoVAE.from_dir(broken, device="cpu")

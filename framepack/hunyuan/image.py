@@ -48,7 +48,7 @@ class SiglipImageEncoder:
             try:
                 extractor = SiglipImageProcessor.from_pretrained(extractor_dir, local_files_only=True)
                 model = SiglipVisionModel.from_pretrained(
-                    encoder_dir, torch_dtype=dtype, local_files_only=True
+                    encoder_dir, torch_dtype=dtype, local_files_only=True, use_safetensors=True
                 )
             except (OSError, ValueError, KeyError) as err:
                 raise UserError(f"could not load the SigLIP image encoder from {root}: {err}") from err

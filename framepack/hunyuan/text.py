@@ -117,10 +117,10 @@ class HunyuanPromptEncoder:
                 tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir, local_files_only=True)
                 tokenizer_2 = CLIPTokenizer.from_pretrained(tok2_dir, local_files_only=True)
                 llama = LlamaModel.from_pretrained(
-                    parts["text_encoder"], torch_dtype=dtype, local_files_only=True
+                    parts["text_encoder"], torch_dtype=dtype, local_files_only=True, use_safetensors=True
                 )
                 clip = CLIPTextModel.from_pretrained(
-                    parts["text_encoder_2"], torch_dtype=dtype, local_files_only=True
+                    parts["text_encoder_2"], torch_dtype=dtype, local_files_only=True, use_safetensors=True
                 )
             except (OSError, ValueError, KeyError) as err:
                 raise UserError(f"could not load the HunyuanVideo text encoders from {root}: {err}") from err

@@ -71,7 +71,7 @@ class HunyuanVideoVAE:
         with offline():
             try:
                 vae = AutoencoderKLHunyuanVideo.from_pretrained(
-                    folder, torch_dtype=dtype, local_files_only=True
+                    folder, torch_dtype=dtype, local_files_only=True, use_safetensors=True
                 )
             except (OSError, ValueError, KeyError) as err:
                 raise UserError(f"could not load the HunyuanVideo VAE from {folder}: {err}") from err
