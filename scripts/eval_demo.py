@@ -257,10 +257,11 @@ class Generator:
     """`framepack generate` runs as a user makes them (the pipeline, the bundle's defaults),
     from held-out world frames; returns the frames the model made (decoded latents, uint8)."""
 
-    def __init__(self, bundle_path: Path, bundle: Bundle, seed: int, plan: str | None) -> None:
+    def __init__(self, bundle_path: Path, bundle: Bundle, seed: int, plan: str | None, **settings) -> None:
         from framepack.pipeline import FramePackPipeline
 
         self.bundle, self.seed, self.plan = bundle, seed, plan
+        self.settings = {k: v for k, v in settings.items() if v is not None}  # cfg, shift, steps
         self.pipe = FramePackPipeline.from_pretrained(str(bundle_path))
         self.wall = 0.0
         self.last_settings: dict = {}
@@ -274,7 +275,7 @@ class Generator:
             t0 = time.perf_counter()
             result = self.pipe.generate(
                 image=str(image), prompts=prompts, seconds=seconds, seed=seed,
-                out=str(Path(tmp) / "video.mp4"), plan=self.plan, progress=False,
+                out=str(Path(tmp) / "video.mp4"), plan=self.plan, progress=False, **self.settings,
             )  # fmt: skip
             self.wall += time.perf_counter() - t0
             from framepack.video import read_metadata
@@ -619,6 +620,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="rollout length (targets 4, 5)")
     p.add_argument("--rollouts", type=int, default=8, help="held-out videos rolled out")
     p.add_argument("--plan", help="plan of the generate runs (default: the bundle's)")
+    p.add_argument(
+        "--cfg", type=float, help="classifier-free guidance of the generate runs (default: the bundle's)"
+    )
+    p.add_argument(
+        "--gen-shift", type=float, help="sampling shift of the generate runs (default: the bundle's)"
+    )
+    p.add_argument(
+        "--gen-steps", type=int, help="sampling steps of the generate runs (default: the bundle's)"
+    )
     p.add_argument("--parts", default="sections,captions,switches,minute", help="which parts to run")
     p.add_argument("--probe", action="store_true", help="also probe the use of context at high noise")
     p.add_argument("--threads", type=int, default=1)
@@ -645,7 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         report["probe"] = probe_context(bundle, args.clips, args.seed)
         report["probe_prompt"] = probe_prompt(bundle, max(args.clips, 12), args.seed)
-    gen = Generator(args.bundle, bundle, args.seed, args.plan)
+    gen = Generator(
+        args.bundle, bundle, args.seed, args.plan, cfg=args.cfg, shift=args.gen_shift, steps=args.gen_steps
+    )
     if "captions" in parts:
         report["captions"] = eval_captions(gen, bundle, args.images, args.seed, args.caption_seconds)
     if "switches" in parts:
