@@ -23,7 +23,7 @@ from framepack.model_bundle import load_meta, update_meta
 from framepack.train.loop import export_bundle
 
 EXAMPLE_SEED_OFFSET = 7  # eval seed = first eval seed + this
-EXAMPLE_SCRIPT = "right 6 steadily"
+EXAMPLE_SCRIPT = "right 12 steadily"  # scripts/demo_sheets.py shows its true video beside the generated one
 
 
 def main() -> None:

@@ -33,4 +33,4 @@ def test_demo_generates_a_short_video(tmp_path):
     assert main(["generate", "--seconds", "0.5", "--steps", "2", "--out", str(out), "--quiet"]) == 0
     frames, fps = read_video(out)
     assert len(frames) == 15 and fps == 30
-    assert frames.shape[1:3] == (32, 32)
+    assert frames.shape[1:3] == (64, 64)  # the minimum frame size
