@@ -56,13 +56,18 @@ def generate(
     return to_uint8_frames(pixels)[: result.frames]
 
 
+def save(sheet: Image.Image, path: Path) -> None:
+    """A 256-colour PNG: the sheets are for the docs, and stay small in the repository."""
+    sheet.quantize(256).save(path, optimize=True)
+
+
 def default_sheet(pipe, meta, out: Path) -> None:
     seed = SPLITS["eval"][0] + EXAMPLE_SEED_OFFSET
     gen = generate(pipe, None, f"0s: {meta.default_prompt}", 10.0)
     clip = render_clip(World(seed=seed), parse_script(EXAMPLE_SCRIPT), size=meta.height, fps=round(meta.fps))
     sheet = contact_sheet([gen, clip.frames[: len(gen)]], meta.fps, every=15, columns=10, scale=2,
                           names=["generated", "true"])  # fmt: skip
-    sheet.save(out / "demo-default.png")
+    save(sheet, out / "demo-default.png")
 
 
 def minute_sheet(pipe, meta, out: Path, seed: int) -> None:
@@ -71,7 +76,7 @@ def minute_sheet(pipe, meta, out: Path, seed: int) -> None:
     gen = generate(pipe, clip.frames[0], format_timeline(clip.captions), 60.0)
     sheet = contact_sheet([gen, clip.frames[: len(gen)]], meta.fps, every=round(3 * meta.fps), columns=10,
                           scale=2, names=["generated", "true"])  # fmt: skip
-    sheet.save(out / "demo-minute.png")
+    save(sheet, out / "demo-minute.png")
 
 
 def caption_sheet(pipe, meta, out: Path, seed: int) -> None:
@@ -85,7 +90,7 @@ def caption_sheet(pipe, meta, out: Path, seed: int) -> None:
         videos += [gen, render_clip(World(clip.seed), script, meta.height, meta.fps, frames).frames]
         names += [caption.replace("the camera ", ""), "  (true)"]
     sheet = contact_sheet(videos, meta.fps, every=6, columns=10, scale=2, names=names)
-    sheet.save(out / "demo-captions.png")
+    save(sheet, out / "demo-captions.png")
 
 
 def main() -> None:
