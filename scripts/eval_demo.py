@@ -586,6 +586,16 @@ def _caption_table(captions: dict | None) -> list[str]:
     return lines
 
 
+def finish(report: dict, args: argparse.Namespace) -> int:
+    """Judge the targets, print the report as JSON and write the card when asked."""
+    report["targets"] = target_rows(report)
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    if args.card is not None:
+        write_card(args.bundle, args.card, report, args.command, args.limits)
+    return 0
+
+
 def merge_reports(args: argparse.Namespace) -> int:
     """One report from the parts of several (the commands are listed together)."""
     report: dict = {}
@@ -598,12 +608,7 @@ def merge_reports(args: argparse.Namespace) -> int:
         report["generation_wall_seconds"] = round(report.get("generation_wall_seconds", 0.0) + wall, 1)
         report.update(part)
     report["command"] = " && ".join(c for c in commands if c)
-    report["targets"] = target_rows(report)
-    json.dump(report, sys.stdout, indent=2)
-    print()
-    if args.card is not None:
-        write_card(args.bundle, args.card, report, args.command, args.limits)
-    return 0
+    return finish(report, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -665,12 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     if "minute" in parts:
         report["minute"] = eval_minute(gen, bundle, args.seed, args.seconds, args.rollouts)
     report["generation_wall_seconds"] = round(gen.wall, 1)
-    report["targets"] = target_rows(report)
-    json.dump(report, sys.stdout, indent=2)
-    print()
-    if args.card is not None:
-        write_card(args.bundle, args.card, report, args.command, args.limits)
-    return 0
+    return finish(report, args)
 
 
 if __name__ == "__main__":
