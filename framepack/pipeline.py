@@ -37,7 +37,7 @@ from framepack.plans import Anchor, Plan, Section, make_plan
 from framepack.progress import Progress
 from framepack.resume import ResumeState, StopFlag, load_state, resume_path, save_state, section_generator
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
-from framepack.video import check_output_path, sidecar_path, write_sidecar, write_video
+from framepack.video import check_output_path, remove_litter, sidecar_path, write_sidecar, write_video
 
 # Zero padding continues the history on the side where the plan's history lies (as in training,
 # framepack/train/layouts.py): before the section going forward, after it going backward.
@@ -151,6 +151,10 @@ class Job:
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
         self.parts = Path(str(resume_path(self.out)) + ".parts")
+        for path in (self.out, sidecar_path(self.out), resume_path(self.out)):  # a kill's leftovers
+            remove_litter(path)
+        for tmp in self.parts.glob(".section_*.tmp*"):  # the parts folder is the job's own
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ set-up
 

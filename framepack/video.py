@@ -20,9 +20,11 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,18 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_litter(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files `atomic_path` leaves beside `path` when a process is killed
+    mid-write (`.NAME.<hex>.tmp<suffix>`); other files are never touched. Returns what it removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
+        if tmp.is_file() and re.fullmatch(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp.*", tmp.name):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:

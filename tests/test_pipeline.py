@@ -218,3 +218,19 @@ def test_resume_before_anything_was_saved_starts_the_job(tmp_path):
     full = pipe.generate(make(tmp_path, out=str(tmp_path / "full.mp4")), progress=False)
     done = pipe.generate(make(tmp_path, resume=True), progress=False)  # killed before any section
     assert torch.equal(done.latents, full.latents) and done.frames == 16
+
+
+def test_a_job_removes_the_temporary_files_a_kill_left(tmp_path):
+    out = tmp_path / "v.mp4"
+    litter = [
+        tmp_path / ".v.mp4.0a1b2c3d.tmp.mp4",
+        tmp_path / ".v.json.deadbeef.tmp.json",
+        tmp_path / ".v.resume.safetensors.12345678.tmp.safetensors",
+    ]
+    keep = [tmp_path / ".v.mp4.notes", tmp_path / ".w.mp4.0a1b2c3d.tmp.mp4", tmp_path / "other.txt"]
+    for path in litter + keep:
+        path.write_bytes(b"x")
+    pipe = FramePackPipeline(tiny_components())
+    pipe.generate(make(tmp_path, out=str(out)), progress=False)
+    assert not any(p.exists() for p in litter)
+    assert all(p.read_bytes() == b"x" for p in keep)

@@ -188,3 +188,16 @@ def test_a_run_killed_before_its_model_was_saved_resumes_from_its_own_config(fin
     assert cli_main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
     expected = [(r["step"], r["loss"]) for r in read_log(finished_run / "log.jsonl")]
     assert [(r["step"], r["loss"]) for r in read_log(run / "log.jsonl")] == expected
+
+
+def test_resume_removes_what_a_kill_left_half_written(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    litter = [run / "checkpoints" / "step-0000010.safetensors.tmp", run / ".config.json.123.0a1b2c3d.tmp"]
+    for path in litter:
+        path.write_bytes(b"half")
+    (run / "notes.txt").write_text("mine")
+    assert cli_main(["train", "--out", str(run), "--resume", "--steps", "10", "--no-progress"]) == 0
+    assert not any(p.exists() for p in litter) and (run / "notes.txt").read_text() == "mine"
