@@ -35,7 +35,16 @@ from framepack.options import GenerationOptions
 from framepack.packing import PackedContext, PackedLevel, pack, parse_schedule
 from framepack.plans import Anchor, Plan, Section, make_plan
 from framepack.progress import Progress
-from framepack.resume import ResumeState, StopFlag, load_state, resume_path, save_state, section_generator
+from framepack.resume import (
+    ResumeState,
+    StopFlag,
+    load_part,
+    load_state,
+    resume_path,
+    save_part,
+    save_state,
+    section_generator,
+)
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
 from framepack.video import check_output_path, remove_litter, sidecar_path, write_sidecar, write_video
 
@@ -449,14 +458,8 @@ class Job:
 
     def _save_part(self, section: Section, x: Tensor) -> None:
         """Save the section's latents (its own small file), then the job state pointing past it."""
-        from safetensors.torch import save_file
-
-        from framepack.video import atomic_path
-
         self.parts.mkdir(parents=True, exist_ok=True)
-        part = self.parts / f"section_{section.step:05d}.safetensors"
-        with atomic_path(part) as tmp:
-            save_file({"latents": x.contiguous()}, str(tmp))
+        save_part(self.parts / f"section_{section.step:05d}.safetensors", x)
         save_state(
             resume_path(self.out),
             ResumeState(
@@ -473,17 +476,14 @@ class Job:
         The writer sees the sections in their original order, so a cross-faded video (VAE
         codecs) is decoded exactly as in an uninterrupted run.
         """
-        from safetensors.torch import load_file
-
         if not resume_path(self.out).exists() and not self.parts.exists() and not self.out.exists():
             logger.warning("nothing of %s was saved before it stopped; starting the job", self.out)
             return 0
         state = load_state(resume_path(self.out), expected=self.settings)
         for section in self.plan.sections[: state.next_section]:
             part = self.parts / f"section_{section.step:05d}.safetensors"
-            if not part.is_file():
-                raise UserError(f"resume data is incomplete: {part} is missing; start over without --resume")
-            latents[:, :, section.start : section.stop] = load_file(str(part))["latents"]
+            shape = latents[:, :, section.start : section.stop].shape
+            latents[:, :, section.start : section.stop] = load_part(part, tuple(shape))
             done[section.start : section.stop] = True
             writer.add(latents, done, section)
         return state.next_section

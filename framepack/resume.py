@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from framepack.errors import UserError
 from framepack.video import atomic_path, settings_json
@@ -172,6 +173,44 @@ def _short(value: Any, limit: int = 60) -> str:
 # --------------------------------------------------------------------------------------------
 # Per-section randomness
 # --------------------------------------------------------------------------------------------
+
+
+def save_part(path: str | os.PathLike, latents: Tensor) -> Path:
+    """Write one section's latents atomically with a SHA-256 of their bytes (checked on load)."""
+    from safetensors.torch import save_file
+
+    x = latents.detach().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        save_file({"latents": x}, str(tmp), metadata={"sha256": _digest(x)})
+    return Path(path)
+
+
+def load_part(path: str | os.PathLike, shape: tuple[int, ...]) -> Tensor:
+    """Read a section's latents saved by `save_part`; UserError (changing nothing) if the file is
+    missing, unreadable, of another shape, or its bytes do not match the saved checksum."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    hint = "nothing was changed; start the job over with --overwrite"
+    if not path.is_file():
+        raise UserError(f"resume data is incomplete: {path} is missing; {hint}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get("sha256")
+            x = f.get_tensor("latents")
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+        raise UserError(f"resume part {path} is damaged ({err}); {hint}") from None
+    if tuple(x.shape) != tuple(shape):
+        raise UserError(
+            f"resume part {path} holds shape {tuple(x.shape)}, the job needs {tuple(shape)}; {hint}"
+        )
+    if digest is not None and digest != _digest(x):
+        raise UserError(f"resume part {path} is damaged (checksum mismatch); {hint}")
+    return x
+
+
+def _digest(x: Tensor) -> str:
+    return hashlib.sha256(x.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def section_seed(seed: int, section_id: int | str) -> int:

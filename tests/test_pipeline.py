@@ -234,3 +234,38 @@ def test_a_job_removes_the_temporary_files_a_kill_left(tmp_path):
     pipe.generate(make(tmp_path, out=str(out)), progress=False)
     assert not any(p.exists() for p in litter)
     assert all(p.read_bytes() == b"x" for p in keep)
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # inside the tensor data, after the header
+    path.write_bytes(bytes(data))
+
+
+def _wrong_shape(path):
+    from safetensors.torch import save_file
+
+    save_file({"latents": torch.zeros(1, 2, 3)}, str(path))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "damaged"),
+        (lambda p: p.write_bytes(b"\x00" * 8 + p.read_bytes()[8:]), "damaged"),
+        (_flip_last_byte, "checksum mismatch"),
+        (_wrong_shape, "holds shape"),
+        (lambda p: p.unlink(), "is missing"),
+    ],
+)
+def test_damaged_resume_parts_are_refused_and_kept(tmp_path, damage, message):
+    pipe = FramePackPipeline(tiny_components())
+    stop = StopAfter(4)  # 3 steps per section: the first section saved
+    with stop:
+        pipe.generate(make(tmp_path), progress=False, stop=stop, callback=stop.tick)
+    part = tmp_path / "v.resume.safetensors.parts" / "section_00000.safetensors"
+    damage(part)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=message):
+        pipe.generate(make(tmp_path, resume=True), progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
