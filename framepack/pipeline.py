@@ -40,6 +40,7 @@ from framepack.resume import (
     StopFlag,
     load_part,
     load_state,
+    parts_path,
     resume_path,
     save_part,
     save_state,
@@ -119,7 +120,7 @@ class FramePackPipeline:
 def check_job_files(out: Path, overwrite: bool) -> None:
     """Before any work: the sidecar and resume data the job writes beside `out` must not hold
     another job's results (UserError), unless `overwrite`."""
-    parts = Path(str(resume_path(out)) + ".parts")
+    parts = parts_path(out)
     for path, what in (
         (sidecar_path(out), "settings sidecar"),
         (resume_path(out), "resume data"),
@@ -159,7 +160,7 @@ class Job:
         self.cond = prepare(components, options)
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
-        self.parts = Path(str(resume_path(self.out)) + ".parts")
+        self.parts = parts_path(self.out)
         for path in (self.out, sidecar_path(self.out), resume_path(self.out)):  # a kill's leftovers
             remove_litter(path)
         for tmp in self.parts.glob(".section_*.tmp*"):  # the parts folder is the job's own
@@ -219,16 +220,17 @@ class Job:
         """Prompt changes and keyframe images as plan anchors, at latent times."""
         prompts: dict[int, int] = {}
         for i, (t, _) in enumerate(self.cond.timeline.entries):
+            if i == 0:  # the first prompt starts the video: no anchor
+                continue
             at = latent_time(self.c, t, self.fps)
-            if i > 0 and at in prompts:
+            if at in prompts:
                 first = self.cond.timeline.entries[prompts[at]][0]
                 raise UserError(
                     f"--prompts: entries at {first:g}s and {t:g}s fall on the same latent frame "
                     f"({self.c.codec.time_factor} frames = {self.c.codec.time_factor / self.fps:.3g} s); "
                     "space them further apart"
                 )
-            if i > 0:
-                prompts[at] = i
+            prompts[at] = i
         prefix = 1 if self.cond.existing is None else self.cond.existing.shape[2]
         times = sorted(set(prompts) | set(self.cond.keyframes))
         anchors = []

@@ -71,6 +71,11 @@ def resume_path(video_path: str | os.PathLike) -> Path:
     return Path(video_path).with_suffix(".resume.safetensors")
 
 
+def parts_path(video_path: str | os.PathLike) -> Path:
+    """The folder of a job's per-section latents: `NAME.resume.safetensors.parts`."""
+    return Path(str(resume_path(video_path)) + ".parts")
+
+
 def save_state(path: str | os.PathLike, state: ResumeState) -> Path:
     """Save `state` atomically to `path` (a `.safetensors` file, see `resume_path`).
 

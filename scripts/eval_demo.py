@@ -28,14 +28,13 @@ import math
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from framepack.data.world import PALETTE
-from framepack.data.world_script import as_fraction, camera_path, format_timeline
+from framepack.data.world_script import camera_path, format_timeline
 from framepack.eval.camera import GAP, following
 from framepack.eval.metrics import motion, palette_share, psnr
 from framepack.model_bundle import Bundle, demo_path, load_bundle
@@ -317,7 +316,7 @@ def continuation_psnr(frames: np.ndarray, velocity: tuple[float, float], count: 
 def eval_captions(gen: Generator, bundle: Bundle, images: int, seed: int, seconds: float) -> dict:
     """Every world caption from `images` held-out start frames: motion following (target 3) and
     the continuation of the start image (target 2), next to the same measure on true clips."""
-    from framepack.data.world import World
+    from framepack.data.world import World, render_clip
     from framepack.data.world_script import (
         Action,
         Script,
@@ -340,8 +339,7 @@ def eval_captions(gen: Generator, bundle: Bundle, images: int, seed: int, second
             action = caption_action(caption)
             script = Script((Action(action.direction, seconds + 1, action.speed),), source._script(i).start)
             world = World(source.dataset.clip_seed(i), source.dataset.config)
-            true = np.stack([world.render(tuple(c), bundle.meta.height, bundle.meta.width, Fraction(f) / as_fraction(fps))
-                             for f, c in enumerate(camera_path(script, n, fps))])  # fmt: skip
+            true = render_clip(world, script, bundle.meta.height, fps, n).frames
             true_rates.append(following(true, velocity)["rate"])
         rows[caption] = {
             "following_rate": round(float(np.mean(rates)), 3),
