@@ -74,7 +74,7 @@ def test_map_is_a_function_of_world_coordinates(seed, x, y):
 
 
 def test_camera_pans_by_speed_and_content_slides():
-    script = parse_script("right 1 steadily, down 1 quickly, hold 0.5")  # 2 px/frame, then 4 px/frame
+    script = parse_script("right 1 slowly, down 1 steadily, hold 0.5")  # 2 px/frame, then 4 px/frame
     clip = render_clip(World(3, STATIC), script, size=32, fps=30)
     cameras = np.array([t["camera"] for t in clip.truth])
     np.testing.assert_array_equal(cameras[:31, 0], 2 * np.arange(31))
@@ -104,7 +104,7 @@ def test_return_scripts_come_back_to_the_same_pixels(speed, frames, fps, directi
 
 def test_returning_script_rerenders_the_same_view():
     script = parse_script("right 2 slowly, left 2 slowly")
-    fps = 24  # 1.25 px per frame: positions are rounded, the return is still exact
+    fps = 24  # 2.5 px per frame: positions are rounded, the return is still exact
     clip = render_clip(World(9, STATIC), script, size=48, fps=fps, num_frames=4 * fps + 1)
     for u in range(2 * fps + 1):
         np.testing.assert_array_equal(clip.frames[2 * fps - u], clip.frames[2 * fps + u])
@@ -141,7 +141,7 @@ def test_objects_keep_identity_and_follow_their_velocity():
 
 
 def test_captions_follow_actions():
-    script = parse_script("right 2 slowly, right 1 slowly, hold 1.5, up 1 quickly, left 0.5 45")
+    script = parse_script("right 2 slowly, right 1 slowly, hold 1.5, up 1 quickly, left 0.5 100")
     timeline = caption_timeline(script)
     assert timeline == [
         (0.0, "the camera pans right slowly"),
@@ -242,7 +242,7 @@ def test_cli_explicit_script(tmp_path):
     ]
     assert cli_main([*argv, "--start", "100", "5"]) == 0
     cameras = [f["camera"] for f in json.loads(out.with_suffix(".json").read_text())["frames"]]
-    assert cameras[0] == [100, 5] and cameras[30] == [130, 5] and cameras[59] == [101, 5]
+    assert cameras[0] == [100, 5] and cameras[30] == [160, 5] and cameras[59] == [102, 5]
 
 
 def test_cli_refuses_to_overwrite(tmp_path, capsys):
@@ -298,8 +298,8 @@ def test_captions_actions_and_prompted_velocity():
     for caption in captions:
         assert caption_action(caption).caption == caption
     assert caption_action("a cat") is None and caption_action("the camera pans sideways slowly") is None
-    assert content_velocity(caption_action("the camera pans right quickly"), 30) == (-4.0, 0.0)
-    assert content_velocity(caption_action("the camera pans up slowly"), 30) == (0.0, 1.0)
+    assert content_velocity(caption_action("the camera pans right quickly"), 30) == (-6.0, 0.0)
+    assert content_velocity(caption_action("the camera pans up slowly"), 30) == (0.0, 2.0)
     v = prompted_velocity([(0.0, "the camera holds still"), (0.1, "the camera pans down steadily")], 6, 30)
-    assert v[:4].tolist() == [[0, 0]] * 4 and v[4:].tolist() == [[0, -2]] * 2  # from frame 3 to 4 on
+    assert v[:4].tolist() == [[0, 0]] * 4 and v[4:].tolist() == [[0, -4]] * 2  # from frame 3 to 4 on
     assert np.isnan(prompted_velocity([(0.0, "hello")], 3, 30)[1:]).all()

@@ -27,8 +27,10 @@ DIRECTIONS: dict[str, tuple[int, int]] = {
     "hold": (0, 0),
 }
 
-# Named speeds in pixels per second (1, 2 and 4 px per frame at 30 fps).
-SPEEDS: dict[str, int] = {"slowly": 30, "steadily": 60, "quickly": 120}
+# Named speeds in pixels per second: 2, 4 and 6 px per frame at 30 fps, so that at 30 fps a pan
+# moves the picture by whole 8-pixel tokens per 4-frame latent (1, 2 and 3 tokens) of the demo
+# model (docs/training.md, "Whole-token pans").
+SPEEDS: dict[str, int] = {"slowly": 60, "steadily": 120, "quickly": 180}
 
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "hold": "hold"}
 
