@@ -38,6 +38,7 @@ class ModelSpec:
     plan:         default section plan.
     steps:        default sampling steps; shift: sigma shift (None: resolution-dependent, capped).
     guidance:     distilled guidance (None: the model has no guidance embedding).
+    cfg:          default real classifier-free guidance on the prompt (1.0 = off).
     size:         (H, W) pixels for models with one size; None: resolution buckets.
     prediction:   "velocity" (released models) or "x0" (converted by sampling.x0_to_velocity).
     layouts:      the section layouts the model was trained for (bundles record them; None: any).
@@ -55,6 +56,7 @@ class ModelSpec:
     steps: int = 25
     shift: float | None = None
     guidance: float | None = None
+    cfg: float = 1.0
     size: tuple[int, int] | None = None
     bucket: int = 640
     max_anchor_gap: int | None = None
@@ -198,6 +200,7 @@ def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
         steps=meta.steps,
         shift=meta.shift,
         guidance=meta.guidance,
+        cfg=float(meta.cfg_scale),
         size=(meta.height, meta.width),
         max_anchor_gap=gap,
         prediction=getattr(meta, "prediction", "velocity"),

@@ -39,7 +39,7 @@ class GenerationOptions:
     sampler: str = "unipc"
     shift: float | None = None
     guidance: float | None = None  # distilled guidance (released models: 10)
-    cfg: float = 1.0  # real classifier-free guidance; 1 = off
+    cfg: float | None = None  # real classifier-free guidance; 1 = off; None: the model's
     cfg_rescale: float = 0.0
     out: str | None = None
     overwrite: bool = False
@@ -76,7 +76,7 @@ class GenerationOptions:
             raise UserError(f"unknown plan {self.plan!r}; choose one of: {', '.join(PLANS)}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        if not (math.isfinite(self.cfg) and self.cfg >= 1.0):
+        if self.cfg is not None and not (math.isfinite(self.cfg) and self.cfg >= 1.0):
             raise UserError(f"--cfg must be a number >= 1 (1 turns real guidance off), got {self.cfg:g}")
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
             raise UserError(f"--guidance must be a number >= 0, got {self.guidance:g}")

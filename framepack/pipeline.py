@@ -147,6 +147,8 @@ class Job:
     def __init__(self, components: Components, options: GenerationOptions) -> None:
         self.c = components
         self.spec = components.spec
+        if options.cfg is None:  # the model's default guidance on the prompt
+            options = dataclasses.replace(options, cfg=self.spec.cfg)
         self.options = options
         self.fps = options.fps or self.spec.fps
         self.out = Path(options.out) if options.out else default_output_path()

@@ -269,3 +269,18 @@ def test_damaged_resume_parts_are_refused_and_kept(tmp_path, damage, message):
     with pytest.raises(UserError, match=message):
         pipe.generate(make(tmp_path, resume=True), progress=False)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_the_models_default_guidance_is_used_unless_asked_otherwise(tmp_path):
+    from dataclasses import replace
+
+    comps = tiny_components(plan="forward")
+    guided = FramePackPipeline(replace(comps, spec=replace(comps.spec, cfg=2.0)))
+    prompt = "the camera pans right"  # guidance against the empty negative prompt
+    a = guided.generate(make(tmp_path, out=str(tmp_path / "a.mp4"), prompt=prompt), progress=False)
+    b = guided.generate(make(tmp_path, out=str(tmp_path / "b.mp4"), prompt=prompt, cfg=1.0), progress=False)
+    plain = FramePackPipeline(comps)
+    c = plain.generate(make(tmp_path, out=str(tmp_path / "c.mp4"), prompt=prompt, cfg=2.0), progress=False)
+    assert read_metadata(a.path)["cfg"] == 2.0 and read_metadata(b.path)["cfg"] == 1.0
+    assert torch.equal(a.latents, c.latents)  # the model's default is the same as asking for it
+    assert not torch.equal(a.latents, b.latents)  # and guidance changes the video

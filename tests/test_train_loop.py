@@ -201,3 +201,53 @@ def test_resume_removes_what_a_kill_left_half_written(finished_run, tmp_path):
     (run / "notes.txt").write_text("mine")
     assert cli_main(["train", "--out", str(run), "--resume", "--steps", "10", "--no-progress"]) == 0
     assert not any(p.exists() for p in litter) and (run / "notes.txt").read_text() == "mine"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("flip", "checksum mismatch"),
+        ("truncate", "checksum mismatch"),
+        ("json", "cannot be read"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_in_one_line_and_kept(
+    finished_run, tmp_path, capsys, damage, message
+):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    latest = run / "checkpoints" / "step-0000009"
+    tensors = latest.with_suffix(".safetensors")
+    if damage == "flip":
+        data = bytearray(tensors.read_bytes())
+        data[-100] ^= 0xFF
+        tensors.write_bytes(bytes(data))
+    elif damage == "truncate":
+        tensors.write_bytes(tensors.read_bytes()[:-1000])
+    else:
+        latest.with_suffix(".json").write_text('{"step": 9, "sha2')
+    before = _snapshot(run)
+    assert cli_main(["train", "--out", str(run), "--resume", "--steps", "12", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "step-0000009" in err and len(err.strip().splitlines()) == 1, err
+    assert _snapshot(run) == before  # nothing rewritten, nothing deleted
+
+
+def test_a_checkpoint_is_not_resumed_under_other_settings(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "lr": config["lr"] * 2, "window": 3}))
+    before = _snapshot(run)
+    assert cli_main(["train", "--out", str(run), "--resume", "--steps", "12", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "lr:" in err and "window: 2 -> 3" in err, err
+    assert len(err.strip().splitlines()) == 1 and _snapshot(run) == before

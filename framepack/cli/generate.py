@@ -39,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", choices=SAMPLERS, default="unipc", help="sampler (default unipc)")
     g.add_argument("--shift", type=float, help="sigma shift (default: the model's)")
     g.add_argument("--guidance", type=float, help="distilled guidance (default: the model's)")
-    g.add_argument("--cfg", type=float, default=1.0, help="real classifier-free guidance scale (1 = off)")
+    g.add_argument(
+        "--cfg", type=float, help="real classifier-free guidance scale (1 = off; default: the model's)"
+    )
     g.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale in [0, 1]")
 
     g = p.add_argument_group("model and device")
@@ -49,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     g.add_argument("--bucket", type=int, help="resolution bucket around N x N pixels (released models; 640)")
     g.add_argument("--low-vram", action="store_true", help="stream transformer blocks (13B in ~6 GB)")
+    g.add_argument(
+        "--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else half the cores, 1-8)"
+    )
     g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold (0 = off; e.g. 0.15)")
     g.add_argument(
         "--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (repeatable)"
@@ -93,9 +98,11 @@ def options_from_args(args: argparse.Namespace) -> GenerationOptions:
 
 def run(args: argparse.Namespace) -> int:
     from framepack.pipeline import FramePackPipeline, LoadOptions
+    from framepack.runtime import check_threads, use_threads
 
     options = options_from_args(args)
     options.validate()
+    threads = check_threads(args.threads)
     if args.bucket is not None and not 16 <= args.bucket <= 4096:
         raise UserError(f"--bucket must be between 16 and 4096 pixels, got {args.bucket}")
     load = LoadOptions(
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         teacache=args.teacache,
         loras=list(args.lora),
     )
+    use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, load)
     result = pipe.generate(options, progress=not args.quiet)
     if result.stopped:

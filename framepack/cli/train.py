@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
+    parser.add_argument("--threads", type=int, help="CPU threads per process (default: the config's)")
     parser.add_argument("--init", type=Path, help="finetune from a model bundle or a run directory")
     parser.add_argument(
         "--add-level", type=_kernel, action="append", default=[], metavar="T,H,W",
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_config(args: argparse.Namespace):
+    from framepack.runtime import check_threads
     from framepack.train.config import TrainConfig, load_config, preset
 
     saved = args.out / "config.json"
@@ -67,17 +69,20 @@ def _resolve_config(args: argparse.Namespace):
         config = TrainConfig.from_dict(json.loads(saved.read_text()))
     elif args.config is not None:
         config = load_config(args.config)
+    elif args.preset is None:
+        raise UserError("say what to train: --preset demo (the bundled model's recipe) or --config FILE")
     else:
-        config = preset(args.preset or "demo")
+        config = preset(args.preset)
     if args.steps is not None:
         if args.steps < 1:
             raise UserError(f"--steps must be >= 1, got {args.steps}")
         config = config.replace(steps=args.steps)
+    if args.threads is not None:
+        config = config.replace(threads=check_threads(args.threads))
     return config
 
 
 def run(args: argparse.Namespace) -> int:
-    from framepack.train.checkpoint import atomic_write_json
     from framepack.train.loop import export_bundle, train
 
     if args.export is not None:
@@ -97,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--init starts a new run; drop it with --resume")
     config = _resolve_config(args)
     rank0 = os.environ.get("RANK", "0") == "0"
-    if rank0 and args.resume and (args.out / "config.json").is_file() and args.steps is not None:
-        atomic_write_json(args.out / "config.json", config.to_dict())
     run_dir = train(
         config,
         args.out,

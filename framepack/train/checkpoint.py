@@ -10,11 +10,13 @@ A checkpoint at step N is two files in `RUN_DIR/checkpoints/`:
 
 Each file is written to a temporary name and moved into place with `os.replace`; the JSON goes
 last and marks the checkpoint complete, so a process killed mid-write leaves the previous
-checkpoint as the latest one. No pickles.
+checkpoint as the latest one. The JSON holds the SHA-256 of the tensor file: a checkpoint damaged
+on disk is refused with one line (and kept), never loaded. No pickles.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -28,6 +30,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from framepack.errors import UserError
 
 _NAME = re.compile(r"^step-(\d{7,})\.json$")
 
@@ -120,6 +124,7 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> Path:
     save_file(tensors, str(tmp))
     os.replace(tmp, stem.with_suffix(".safetensors"))
     meta = {"step": ckpt.step, "optimizer": optim_meta, "rng": rng_json, "state": ckpt.state}
+    meta["sha256"] = file_sha256(stem.with_suffix(".safetensors"))
     atomic_write_json(stem.with_suffix(".json"), meta)
     return stem.with_suffix(".json")
 
@@ -133,10 +138,25 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def load_checkpoint(json_path: Path, restore_global_rng: bool = False) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`."""
-    meta = json.loads(json_path.read_text())
-    tensors = load_file(str(json_path.with_suffix(".safetensors")))
+    """Read a checkpoint written by `save_checkpoint`; a damaged one raises UserError (one line)."""
+    tensor_path = json_path.with_suffix(".safetensors")
+    hint = f"move {json_path.stem}.* out of {json_path.parent} to resume from the checkpoint before it"
+    try:
+        meta = json.loads(json_path.read_text())
+        if "sha256" in meta and file_sha256(tensor_path) != meta["sha256"]:
+            raise UserError(f"checkpoint {tensor_path} is damaged (checksum mismatch); {hint}")
+        return _checkpoint(meta, load_file(str(tensor_path)), restore_global_rng)
+    except (ValueError, OSError, TypeError, KeyError) as err:  # JSON, safetensors header, missing
+        raise UserError(f"checkpoint {json_path} cannot be read ({type(err).__name__}); {hint}") from None
+
+
+def _checkpoint(meta: dict[str, Any], tensors: dict[str, Tensor], restore_global_rng: bool) -> Checkpoint:
     groups: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "optim": {}}
     for key, value in tensors.items():
         if key.startswith("optim/"):
@@ -152,6 +172,23 @@ def load_checkpoint(json_path: Path, restore_global_rng: bool = False) -> Checkp
         optimizer=_unflatten_optimizer(groups["optim"], meta["optimizer"]),
         state=meta["state"],
     )
+
+
+def check_settings(saved: dict[str, Any] | None, wanted: dict[str, Any], path: Path) -> None:
+    """Refuse (one line, every difference listed) to resume a checkpoint trained with other
+    settings. `saved` is None for checkpoints written before settings were recorded."""
+    if saved is None:
+        return
+    changed = [
+        f"{k}: {json.dumps(saved.get(k))} -> {json.dumps(wanted.get(k))}"
+        for k in sorted(set(saved) | set(wanted))
+        if saved.get(k) != wanted.get(k)
+    ]
+    if changed:
+        raise UserError(
+            f"checkpoint {path.name} was trained with other settings ({'; '.join(changed)}); "
+            "restore the run's config.json or start a new run with --init"
+        )
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:

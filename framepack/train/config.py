@@ -189,6 +189,12 @@ class TrainConfig:
         out["layouts"] = list(self.layouts)
         return out
 
+    def resume_settings(self) -> dict[str, Any]:
+        """What a checkpoint must have been trained with to be resumed under this config (all
+        but the run length, threads and bookkeeping, which a resume may change)."""
+        free = {"steps", "cooldown_steps", "threads", "log_every", "checkpoint_every", "keep_checkpoints"}
+        return json.loads(json.dumps({k: v for k, v in self.to_dict().items() if k not in free}))
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}

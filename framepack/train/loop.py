@@ -46,6 +46,7 @@ from framepack.text.vocab import VocabEncoder, VocabEncoderConfig, Vocabulary
 from framepack.train.checkpoint import (
     Checkpoint,
     atomic_write_json,
+    check_settings,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -392,6 +393,7 @@ def train(
     latest = latest_checkpoint(paths.checkpoints) if not fresh else None
     if latest is not None:
         ckpt = load_checkpoint(latest, restore_global_rng=True)
+        check_settings(ckpt.state.get("settings"), config.resume_settings(), latest)
         set_state_dict(
             model,
             optimizer,
@@ -406,6 +408,9 @@ def train(
             truncate_log(paths.log, step)
     elif env.is_main:
         truncate_log(paths.log, 0)
+    changed = json.loads(json.dumps(config.to_dict())) != json.loads(paths.config.read_text())
+    if env.is_main and not fresh and changed:  # the start succeeded: a resume's new --steps
+        atomic_write_json(paths.config, config.to_dict())
     env.barrier()
 
     # -- loop -----------------------------------------------------------------------------------
@@ -450,7 +455,7 @@ def train(
                     ckpt = Checkpoint(
                         step, full_tensors(model_state), ema_state, optim_state,
                         {"samples": step * config.batch_size, "counters": counters,
-                         "seconds": training_seconds()},
+                         "seconds": training_seconds(), "settings": config.resume_settings()},
                     )  # fmt: skip
                     save_checkpoint(paths.checkpoints, ckpt)
                     prune_checkpoints(paths.checkpoints, config.keep_checkpoints)
