@@ -1,0 +1,350 @@
+"""The job queue on disk: one JSON file per job, written atomically, in the outputs folder.
+
+Layout of an outputs folder (the web UI, `framepack queue` and the worker all use it):
+
+    <outputs>/<id>.mp4, <id>.json          a job's video and its settings sidecar (the pipeline's)
+    <outputs>/queue/<id>.json              the job: status, position, options, progress
+    <outputs>/queue/inputs/<id>-*.png      copies of the job's input images (uploads vanish)
+    <outputs>/queue/<id>.preview/          the latest preview frame while the job runs
+    <outputs>/queue/.lock                  flock held for each read-modify-write of a job file
+    <outputs>/queue/worker.lock            flock held by the one worker running the queue
+
+A job file is replaced whole (temporary file, then `os.replace`), so a reader or a kill -9 never
+sees half a file. Jobs run in `position` order; a job found "running" with no worker alive was
+interrupted and runs again first, resuming from its last saved section (`--resume`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from framepack.components import LoadOptions
+from framepack.errors import UserError
+from framepack.options import GenerationOptions
+from framepack.video import atomic_path, remove_litter
+
+FORMAT = "framepack-queue-job"
+FORMAT_VERSION = 1
+STATUSES = ("queued", "running", "stopped", "done", "failed", "cancelled")
+WAITING = ("running", "queued")  # what a worker picks up, interrupted jobs first
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+# Options the queue chooses itself: a job writes <outputs>/<id>.mp4 and resumes when interrupted.
+QUEUE_OWNED = ("out", "overwrite", "resume", "preview")
+
+
+@dataclass
+class QueueJob:
+    """One queued generation job, as stored in `<outputs>/queue/<id>.json`.
+
+    options: `GenerationOptions` fields (JSON values) without the QUEUE_OWNED ones.
+    model, load: what to load (`FramePackPipeline.from_pretrained(model, LoadOptions(**load))`).
+    progress: while running, {"section", "sections", "step", "steps", "fraction"} (0..1).
+    latents_sha256: SHA-256 of the finished job's latent timeline (float32): a resumed job's
+        equals an uninterrupted one's (the MP4 bytes need not: x264 with threads varies).
+    """
+
+    id: str
+    options: dict[str, Any]
+    model: str = "demo"
+    load: dict[str, Any] = field(default_factory=dict)
+    status: str = "queued"
+    position: float = 0.0
+    created: str = ""
+    updated: str = ""
+    attempts: int = 0
+    error: str | None = None
+    stop_requested: bool = False
+    progress: dict[str, Any] = field(default_factory=dict)
+    frames: int | None = None
+    latents_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueueJob:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def generation_options(self, video: Path) -> GenerationOptions:
+        """The job's options writing `video` (resume and preview are set by the worker)."""
+        data = dict(self.options)
+        data["keyframes"] = [(float(t), str(p)) for t, p in data.get("keyframes", [])]
+        return GenerationOptions(**data, out=str(video))
+
+    @property
+    def prompt(self) -> str:
+        """The job's prompt or timeline, for listings."""
+        return str(self.options.get("prompts") or self.options.get("prompt") or "")
+
+
+def new_job_id() -> str:
+    """A sortable unique id: `YYYYmmdd-HHMMSS-<4 hex>`."""
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+class JobQueue:
+    """The jobs of one outputs folder. Safe to use from several processes at once."""
+
+    def __init__(self, outputs: str | os.PathLike) -> None:
+        self.outputs = Path(outputs).resolve()
+        self.folder = self.outputs / "queue"
+        self.inputs = self.folder / "inputs"
+
+    # ------------------------------------------------------------------ paths
+
+    def path(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}.json"
+
+    def video(self, job: QueueJob | str) -> Path:
+        """Where a job's video goes: `<outputs>/<id>.mp4`."""
+        return self.outputs / f"{job if isinstance(job, str) else job.id}.mp4"
+
+    def preview_folder(self, job: QueueJob | str) -> Path:
+        return self.folder / f"{job if isinstance(job, str) else job.id}.preview"
+
+    # ------------------------------------------------------------------ reading
+
+    def jobs(self) -> list[QueueJob]:
+        """Every job, in queue order (position, then creation)."""
+        if not self.folder.is_dir():
+            return []
+        jobs = []
+        for path in self.folder.glob("*.json"):
+            if path.name.startswith("."):  # a temporary file of an atomic write
+                continue
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                jobs.append(QueueJob.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        return sorted(jobs, key=lambda j: (j.position, j.created, j.id))
+
+    def get(self, job_id: str) -> QueueJob:
+        path = self.path(job_id)
+        if not job_id or "/" in job_id or not path.is_file():
+            raise UserError(f"no job {job_id!r} in {self.folder}; `framepack queue list` shows the jobs")
+        return QueueJob.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+    def next_job(self) -> QueueJob | None:
+        """The job a worker should run next: an interrupted one, else the first queued."""
+        jobs = self.jobs()
+        for status in WAITING:
+            for job in jobs:
+                if job.status == status:
+                    return job
+        return None
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, job: QueueJob) -> None:
+        """Replace the job's file atomically (temporary file + os.replace)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        job.updated = now()
+        text = json.dumps(job.to_json(), indent=2, ensure_ascii=False) + "\n"
+        with atomic_path(self.path(job.id)) as tmp, open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the queue's mutation lock (flock; released by the OS if the process dies)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def update(self, job_id: str, change: Callable[[QueueJob], None]) -> QueueJob:
+        """Read, change and rewrite one job under the lock; returns the new job."""
+        with self.locked():
+            job = self.get(job_id)
+            change(job)
+            self.write(job)
+            return job
+
+    def add(
+        self,
+        options: GenerationOptions,
+        *,
+        model: str = "demo",
+        load: LoadOptions | None = None,
+        front: bool = False,
+    ) -> QueueJob:
+        """Validate `options` (UserError, the CLI's messages), copy its images, queue it."""
+        for name in QUEUE_OWNED:
+            if getattr(options, name) not in (None, False):
+                raise UserError(f"--{name}: the queue chooses this itself (<outputs>/<job id>.mp4)")
+        options.validate()
+        for path, flag in _images(options):
+            check_image_file(path, flag)
+        job_id = new_job_id()
+        while self.path(job_id).exists():
+            job_id = new_job_id()
+        data = self._keep_inputs(job_id, options).to_json()
+        for name in QUEUE_OWNED:
+            data.pop(name, None)
+        load_data = dataclasses.asdict(load or LoadOptions())
+        if load_data.get("model_dir"):
+            load_data["model_dir"] = str(Path(load_data["model_dir"]).resolve())
+        model = str(Path(model).resolve()) if Path(model).exists() else model
+        with self.locked():
+            positions = [j.position for j in self.jobs()] or [0.0]
+            position = min(positions) - 1 if front else max(positions) + 1
+            job = QueueJob(job_id, data, model, load_data, position=position, created=now())
+            self.write(job)
+        return job
+
+    def _keep_inputs(self, job_id: str, options: GenerationOptions) -> GenerationOptions:
+        """Copy input images under queue/inputs (absolute paths), so the job outlives uploads."""
+        self.inputs.mkdir(parents=True, exist_ok=True)
+
+        def keep(path: str | None, role: str) -> str | None:
+            if path is None:
+                return None
+            target = self.inputs / f"{job_id}-{role}{Path(path).suffix.lower() or '.png'}"
+            shutil.copyfile(path, target)
+            return str(target)
+
+        keyframes = [(t, keep(p, f"keyframe{i}") or p) for i, (t, p) in enumerate(options.keyframes)]
+        return dataclasses.replace(
+            options,
+            image=keep(options.image, "image"),
+            end_image=keep(options.end_image, "end"),
+            keyframes=keyframes,
+            extend=str(Path(options.extend).resolve()) if options.extend else None,
+        )
+
+    # ------------------------------------------------------------------ changing the order
+
+    def move(self, job_id: str, offset: int) -> QueueJob:
+        """Move a waiting job `offset` places (negative: earlier) among the waiting jobs."""
+        with self.locked():
+            waiting = [j for j in self.jobs() if j.status == "queued"]
+            index = next((i for i, j in enumerate(waiting) if j.id == job_id), None)
+            if index is None:
+                raise UserError(f"job {job_id} is not waiting in the queue; only queued jobs can be moved")
+            job = waiting.pop(index)
+            waiting.insert(max(0, min(len(waiting), index + offset)), job)
+            base = min(j.position for j in waiting)
+            for i, other in enumerate(waiting):
+                if other.position != base + i:
+                    other.position = base + i
+                    self.write(other)
+            return job
+
+    def cancel(self, job_id: str) -> QueueJob:
+        """Cancel a waiting job, or stop a running one after its current step."""
+
+        def change(job: QueueJob) -> None:
+            if job.status in ("done", "failed", "cancelled"):
+                raise UserError(f"job {job_id} is {job.status}; there is nothing to cancel")
+            job.stop_requested = job.status == "running"
+            job.status = "cancelled"
+
+        return self.update(job_id, change)
+
+    def stop(self, job_id: str) -> QueueJob:
+        """Stop a running job after the current step; it keeps what it made (retry resumes)."""
+
+        def change(job: QueueJob) -> None:
+            if job.status != "running":
+                raise UserError(f"job {job_id} is {job.status}, not running; only a running job can stop")
+            job.stop_requested = True
+
+        return self.update(job_id, change)
+
+    def retry(self, job_id: str) -> QueueJob:
+        """Queue a stopped, failed or cancelled job again, at the end; it resumes what it saved."""
+
+        def change(job: QueueJob) -> None:
+            if job.status not in ("stopped", "failed", "cancelled"):
+                raise UserError(f"job {job_id} is {job.status}; only stopped, failed or cancelled jobs retry")
+            job.status, job.error, job.stop_requested = "queued", None, False
+            job.position = max(j.position for j in self.jobs()) + 1
+
+        return self.update(job_id, change)
+
+    def remove_litter(self) -> None:
+        """Remove temporary files left by a process killed mid-write."""
+        for job in self.jobs():
+            remove_litter(self.path(job.id))
+
+
+@contextlib.contextmanager
+def worker_lock(queue: JobQueue) -> Iterator[IO[str] | None]:
+    """Try to become the queue's one worker: yields the held lock file, or None if another
+    process holds it (its pid is in the file). The OS drops the lock if the worker dies."""
+    queue.folder.mkdir(parents=True, exist_ok=True)
+    with open(queue.folder / "worker.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield f
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def worker_pid(queue: JobQueue) -> str:
+    """The pid written by the last worker (for messages)."""
+    with contextlib.suppress(OSError):
+        return (queue.folder / "worker.lock").read_text().strip() or "?"
+    return "?"
+
+
+def _images(options: GenerationOptions) -> list[tuple[str, str]]:
+    pairs = [(options.image, "--image"), (options.end_image, "--end-image")]
+    pairs += [(p, f"--keyframe {t:g}={p}") for t, p in options.keyframes]
+    return [(p, flag) for p, flag in pairs if p is not None]
+
+
+def check_image_file(path: str | os.PathLike, flag: str) -> None:
+    """Refuse an input image before it is queued: its type, file size and dimensions
+    (UserError, one line; the same dimension limits as `framepack generate`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from framepack.conditioning import check_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag}: no such file: {path}")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise UserError(f"{flag}: {path.name} is {size / 2**20:.0f} MB; give an image under 50 MB")
+    try:
+        with Image.open(path) as image:
+            kind, (w, h) = image.format, image.size
+    except Image.DecompressionBombError:
+        raise UserError(f"{flag}: {path.name} claims over 90 megapixels; give a smaller image") from None
+    except (UnidentifiedImageError, OSError):
+        raise UserError(
+            f"{flag}: cannot read {path.name} as an image; give a PNG, JPEG or WebP file"
+        ) from None
+    if kind not in IMAGE_FORMATS:
+        raise UserError(f"{flag}: {path.name} is a {kind} image; give a PNG, JPEG or WebP file")
+    check_image(np.empty((h, w, 0), dtype=np.uint8), flag)

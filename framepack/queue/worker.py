@@ -1,0 +1,253 @@
+"""The queue's worker: runs jobs one at a time through `FramePackPipeline.generate`.
+
+Nothing here re-implements generation. A job runs with `out=<outputs>/<id>.mp4`; if the job was
+interrupted before (its resume data exists), it runs with `resume=True` and continues from the
+last saved section, with the same result as an uninterrupted run. The step callback writes the
+job's progress (throttled) and a preview of the newest estimate, and reads the job file for a
+stop request, so a stop or cancel from any process (the page, `framepack queue cancel`) ends the
+job after the current step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from framepack.components import LoadOptions
+from framepack.errors import UserError
+from framepack.options import GenerationOptions
+from framepack.queue.store import JobQueue, QueueJob, worker_lock, worker_pid
+from framepack.resume import StopFlag, resume_path
+from framepack.video import atomic_path, sidecar_path
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 0.5  # seconds between progress writes to the job file
+StepHook = Callable[[QueueJob, Any, int], None]  # (job, section, step): tests simulate crashes here
+
+
+class Pipelines:
+    """Keeps the last loaded pipeline, so a queue of jobs on one model loads it once."""
+
+    def __init__(self, loader: Callable[[str, LoadOptions], Any] | None = None) -> None:
+        self.loader = loader
+        self._key: str | None = None
+        self._pipe: Any = None
+
+    def get(self, model: str, load: dict[str, Any]) -> Any:
+        """The pipeline for `model` with `LoadOptions(**load)`, loading it if it is not the last one."""
+        key = f"{model}|{sorted(load.items())}"
+        if key != self._key:
+            self._pipe = None  # free the previous model first
+            options = LoadOptions(**load)
+            if self.loader is None:
+                from framepack.pipeline import FramePackPipeline
+
+                self._pipe = FramePackPipeline.from_pretrained(model, options)
+            else:
+                self._pipe = self.loader(model, options)
+            self._key = key
+        return self._pipe
+
+    def put(self, model: str, load: dict[str, Any], pipe: Any) -> None:
+        """Seed the cache with an already loaded pipeline."""
+        self._key, self._pipe = f"{model}|{sorted(load.items())}", pipe
+
+
+class Worker:
+    """Runs the jobs of a `JobQueue` one at a time; only one worker per queue (a flock)."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        *,
+        pipelines: Pipelines | None = None,
+        on_step: StepHook | None = None,
+        poll: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.pipelines = pipelines or Pipelines()
+        self.on_step = on_step
+        self.poll = poll
+        self.shutdown = threading.Event()
+        self.state = "starting"  # a line for the page: idle, running <id>, waiting for pid N
+
+    def run(self, *, until_empty: bool = False) -> int:
+        """Run jobs until `shutdown` is set (or, with `until_empty`, none is waiting).
+
+        Returns the number of jobs run. If another process is the queue's worker, raises
+        UserError with `until_empty`, else waits for it to go away.
+        """
+        count = 0
+        while not self.shutdown.is_set():
+            with worker_lock(self.queue) as lock:
+                if lock is None:
+                    pid = worker_pid(self.queue)
+                    if until_empty:
+                        raise UserError(
+                            f"another worker (pid {pid}) is running the queue in {self.queue.outputs}; "
+                            "its jobs run there"
+                        )
+                    self.state = f"waiting: another worker (pid {pid}) runs this queue"
+                    self.shutdown.wait(self.poll * 2)
+                    continue
+                self.queue.remove_litter()
+                while not self.shutdown.is_set():
+                    job = self.queue.next_job()
+                    if job is None:
+                        if until_empty:
+                            return count
+                        self.state = "idle"
+                        self.shutdown.wait(self.poll)
+                        continue
+                    self.run_job(job)
+                    count += 1
+        return count
+
+    def run_job(self, job: QueueJob) -> QueueJob:
+        """Run one job to its end (done, stopped, cancelled or failed); returns its final record."""
+        self.state = f"running {job.id}"
+        queue, video = self.queue, self.queue.video(job)
+        if finished(video):  # killed after the video was complete, before the job was marked
+            return queue.update(job.id, lambda j: _finish(j, "done", frames=_frames(video)))
+
+        def start(j: QueueJob) -> None:
+            j.status, j.attempts, j.error, j.progress = "running", j.attempts + 1, None, {}
+
+        job = queue.update(job.id, start)
+        flag = StopFlag(on_signal=None)
+        try:
+            pipe = self.pipelines.get(job.model, job.load)
+            options = job.generation_options(video)
+            resume = resume_path(video).exists()
+            options = dataclasses.replace(options, resume=resume, overwrite=not resume)
+            callback = self._callback(job, pipe, options, flag)
+            result = pipe.generate(options, progress=False, callback=callback, stop=flag)
+        except UserError as err:
+            message = str(err)
+        except Exception as err:
+            logger.exception("job %s failed", job.id)
+            message = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+        else:
+            message = None
+        finally:
+            _remove_folder(queue.preview_folder(job))
+        if message is not None:
+            return queue.update(job.id, lambda j: _finish(j, "failed", error=message))
+        if not result.stopped:
+            digest = hashlib.sha256(result.latents.float().contiguous().numpy().tobytes()).hexdigest()
+            return queue.update(job.id, lambda j: _finish(j, "done", frames=result.frames, digest=digest))
+        if self.shutdown.is_set():  # the worker is going away: the job waits, first, to resume
+            return queue.update(job.id, lambda j: _finish(j, "queued" if j.status == "running" else j.status))
+        return queue.update(job.id, lambda j: _finish(j, "stopped" if j.status == "running" else j.status))
+
+    def _callback(
+        self, job: QueueJob, pipe: Any, options: GenerationOptions, flag: StopFlag
+    ) -> Callable[[Any, int, Tensor], None]:
+        """The step callback: progress, previews, and stop requests (from the file or shutdown)."""
+        steps = options.steps or pipe.components.spec.steps
+        sections = estimate_sections(pipe, options)
+        last = {"progress": 0.0, "preview": 0.0, "preview_cost": 0.0}
+
+        def callback(section: Any, step: int, x0: Tensor) -> None:
+            if self.on_step is not None:
+                self.on_step(job, section, step)
+            if self.shutdown.is_set():
+                flag.request()
+            now = time.monotonic()
+            if now - last["preview"] >= max(1.0, 4 * last["preview_cost"]) or step == steps - 1:
+                write_preview(pipe, x0, self.queue.preview_folder(job) / "latest.png")
+                last["preview"], last["preview_cost"] = now, time.monotonic() - now
+            if now - last["progress"] < PROGRESS_EVERY and step != steps - 1:
+                return
+            last["progress"] = now
+            total = max(sections or 0, section.step + 1)
+            progress = {
+                "section": section.step + 1,
+                "sections": total,
+                "step": step + 1,
+                "steps": steps,
+                "fraction": min(1.0, (section.step + (step + 1) / steps) / total),
+            }
+            record = self.queue.update(job.id, lambda j: setattr(j, "progress", progress))
+            if record.stop_requested or record.status != "running":
+                flag.request()
+
+        return callback
+
+
+def estimate_sections(pipe: Any, options: GenerationOptions) -> int | None:
+    """The number of sections a job's plan will have (exact for one start image and no
+    keyframes; the pipeline's step callback does not say it). None when extending a video."""
+    if options.extend:
+        return None
+    spec, codec = pipe.components.spec, pipe.components.codec
+    frames = max(1, round(options.seconds * (options.fps or spec.fps)))
+    total = max(codec.num_latents(frames), 2)
+    return max(1, math.ceil((total - 1) / spec.window))
+
+
+def write_preview(pipe: Any, x0: Tensor, path: Path) -> None:
+    """The section's current estimate `x0` (1, C, n, h, w), decoded: up to 8 frames side by side."""
+    from PIL import Image
+
+    codec, device = pipe.components.codec, pipe.components.device
+    with torch.no_grad():
+        pixels = codec.decode(x0.to(device, torch.float32)).float().clamp(-1, 1).cpu()
+    frames = ((pixels[0] + 1) * 127.5).round().byte().permute(1, 2, 3, 0)  # (F, H, W, 3)
+    pick = frames[:: max(1, math.ceil(frames.shape[0] / 8))]
+    strip = torch.cat(list(pick), dim=1).numpy()  # (H, W * k, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
+
+
+def finished(video: Path) -> bool:
+    """Whether `video` is a complete job's output (its sidecar says so and no resume data is left)."""
+    if not video.is_file() or resume_path(video).exists():
+        return False
+    try:
+        return bool(json.loads(sidecar_path(video).read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+def _finish(
+    job: QueueJob,
+    status: str,
+    *,
+    error: str | None = None,
+    frames: int | None = None,
+    digest: str | None = None,
+) -> None:
+    job.status, job.error, job.stop_requested = status, error, False
+    if frames is not None:
+        job.frames, job.latents_sha256 = frames, digest
+    if status == "done":
+        job.progress = {**job.progress, "fraction": 1.0}
+
+
+def _frames(video: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(json.loads(sidecar_path(video).read_text())["frames"])
+    return None
+
+
+def _remove_folder(folder: Path) -> None:
+    if folder.is_dir():
+        for path in folder.iterdir():
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
