@@ -13,6 +13,14 @@ Linear and Conv layers alike (the product is reshaped to the weight). The delta 
 float32 and added in the weight's dtype; unmerging subtracts the same delta, exact in float32 and
 within rounding in bf16. Keys naming no module of the model are reported, not applied (LoRAs for
 the original HunyuanVideo names, e.g. `double_blocks_0_img_attn_qkv`, land there).
+
+Writing (`to_kohya`, `to_diffusers`, `convert_lora`): the FramePack LoRAs of musubi-tuner
+(`networks.lora_framepack`) are kohya-named over the diffusers module names, e.g.
+`lora_unet_transformer_blocks_0_attn_to_q.lora_down.weight` with a scalar `.alpha`; ComfyUI's
+FramePack wrappers read those and the diffusers / PEFT naming
+`transformer.transformer_blocks.0.attn.to_q.lora_A.weight`, which carries no alpha (scale 1), so
+`to_diffusers` folds `alpha / rank` into `lora_B`. Turning kohya names back into module names
+needs the model's module list (underscores are ambiguous): `released_module_names()`.
 """
 
 from __future__ import annotations
@@ -213,3 +221,55 @@ def apply_loras(model: nn.Module, loras: list[str]) -> list[AppliedLora]:
             log.warning("LoRA %s: %d keys name no module of the model", path, len(lora.unknown_keys))
         applied.append(lora)
     return applied
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def to_kohya(pairs: dict[str, LoraPair], prefix: str = "lora_unet_") -> dict[str, Tensor]:
+    """kohya / musubi-tuner naming: `lora_unet_<module_with_underscores>.lora_down.weight`,
+    `.lora_up.weight` and a float32 scalar `.alpha` (the rank when the pair has none)."""
+    out: dict[str, Tensor] = {}
+    for module, pair in sorted(pairs.items()):
+        name = prefix + module.replace(".", "_")
+        out[f"{name}.lora_down.weight"] = pair.down.contiguous()
+        out[f"{name}.lora_up.weight"] = pair.up.contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(pair.alpha if pair.alpha is not None else pair.rank))
+    return out
+
+
+def to_diffusers(pairs: dict[str, LoraPair], prefix: str = "transformer.") -> dict[str, Tensor]:
+    """diffusers / PEFT naming: `<prefix><module>.lora_A.weight` (down) and `.lora_B.weight`
+    (up times alpha / rank, computed in float32: the files carry no alpha)."""
+    out: dict[str, Tensor] = {}
+    for module, pair in sorted(pairs.items()):
+        scale = 1.0 if pair.alpha is None else pair.alpha / pair.rank
+        up = pair.up if scale == 1.0 else (pair.up.float() * scale).to(pair.up.dtype)
+        out[f"{prefix}{module}.lora_A.weight"] = pair.down.contiguous()
+        out[f"{prefix}{module}.lora_B.weight"] = up.contiguous()
+    return out
+
+
+FORMATS = ("kohya", "diffusers")
+
+
+def convert_lora(state: dict[str, Tensor], to: str, module_names: list[str]) -> dict[str, Tensor]:
+    """Rewrite a LoRA (either naming) in `to` = "kohya" or "diffusers" naming for a model whose
+    modules are `module_names`. Raises UserError when a key names no module (nothing is dropped)."""
+    if to not in FORMATS:
+        raise UserError(f"LoRA format must be one of {', '.join(FORMATS)}, got {to!r}")
+    pairs, unknown = parse_lora(state, module_names)
+    if unknown:
+        raise UserError(
+            f"{len(unknown)} LoRA keys name no module of the model (e.g. {unknown[0]!r}); nothing converted"
+        )
+    return to_kohya(pairs) if to == "kohya" else to_diffusers(pairs)
+
+
+def released_module_names() -> list[str]:
+    """Names of the weighted modules of the released 13B transformer (built on the meta device)."""
+    from framepack.models import PRESETS, PackedTransformer
+
+    with torch.device("meta"):
+        model = PackedTransformer(PRESETS["hunyuan-13b"])
+    return [n for n, m in model.named_modules() if getattr(m, "weight", None) is not None]

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "world": ("world", "render a clip of the procedural world with its ground truth"),
     "train": ("train", "train or finetune a packed next-section model"),
     "eval": ("eval", "evaluation tools (drift metrics)"),
+    "lora": ("lora", "LoRA training for the released models: cache, train, convert, memory"),
 }
 
 
