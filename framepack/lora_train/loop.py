@@ -71,13 +71,22 @@ def locate_transformer(model: str, model_dir: str | None, transformer_dir: str |
     return str(find(TRANSFORMERS_BY_MODEL[model], roots))
 
 
-def load_base(config: LoraTrainConfig, directory: str, device: torch.device) -> nn.Module:
-    """The released transformer, frozen, in the run's dtype (not yet on `device`)."""
+def base_dtype(config: LoraTrainConfig, env: Distributed) -> torch.dtype:
+    """bf16 on CUDA ("auto"), float32 on the CPU; float32 under FSDP2 with several processes (its
+    shards hold one dtype per block and the adapters are float32; autocast still computes in bf16)."""
+    sharded = config.strategy == "fsdp" and env.world > 1
+    if sharded and config.dtype == "bf16":
+        raise UserError("--strategy fsdp keeps the sharded base weights in float32; use --dtype auto or fp32")
+    bf16 = config.dtype == "bf16" or (config.dtype == "auto" and env.device.type == "cuda" and not sharded)
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def load_base(directory: str, dtype: torch.dtype) -> nn.Module:
+    """The released transformer, frozen, in `dtype`, on the CPU."""
     from framepack.models import PackedTransformer
 
-    bf16 = config.dtype == "bf16" or (config.dtype == "auto" and device.type == "cuda")
     try:
-        model = PackedTransformer.from_pretrained(directory, dtype=torch.bfloat16 if bf16 else torch.float32)
+        model = PackedTransformer.from_pretrained(directory, dtype=dtype)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"could not load the FramePack transformer from {directory}: {err}") from None
     return model.requires_grad_(False)
@@ -156,7 +165,7 @@ def lora_step(
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), dtype=torch.float64)
     scale = env.world / config.batch_size  # the all-reduced mean is the global batch mean
-    bf16 = env.device.type == "cuda" and config.dtype != "fp32"
+    bf16 = env.device.type == "cuda" and config.dtype != "fp32"  # float32 FSDP shards compute in bf16 too
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     guidance = torch.full((1,), config.guidance * 1000.0, device=env.device)
     for i, sample in enumerate(samples):
@@ -236,7 +245,7 @@ def train_lora(
     start_run(config, paths, sources, resume, env)
     cache = LatentCache(sources.cache)
     check_cache(config, cache)
-    model = load_base(config, sources.transformer, env.device)
+    model = load_base(sources.transformer, base_dtype(config, env))
     check_fit(model, cache, config)
     wrapped = prepare(model, config, env)
     params = adapter_parameters(model)
