@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "world": ("world", "render a clip of the procedural world with its ground truth"),
     "train": ("train", "train or finetune a packed next-section model"),
     "eval": ("eval", "evaluation tools (drift metrics)"),
+    "ui": ("ui", "the web UI: a page with a persistent job queue and a gallery"),
+    "queue": ("queue", "the web UI's job queue from the shell: add, list, run, move, cancel, retry"),
     "lora": ("lora", "LoRA training for the released models: cache, train, convert, memory"),
 }
 

@@ -67,7 +67,11 @@ class Pipelines:
 
 
 class Worker:
-    """Runs the jobs of a `JobQueue` one at a time; only one worker per queue (a flock)."""
+    """Runs the jobs of a `JobQueue` one at a time; only one worker per queue (a flock).
+
+    `shutdown.set()` (from any thread) ends the running job after its current step and leaves
+    it waiting, first, to resume; `on_step(job, section, step)` and `on_end(job)` observe.
+    """
 
     def __init__(
         self,
@@ -75,11 +79,13 @@ class Worker:
         *,
         pipelines: Pipelines | None = None,
         on_step: StepHook | None = None,
+        on_end: Callable[[QueueJob], None] | None = None,
         poll: float = 1.0,
     ) -> None:
         self.queue = queue
         self.pipelines = pipelines or Pipelines()
         self.on_step = on_step
+        self.on_end = on_end
         self.poll = poll
         self.shutdown = threading.Event()
         self.state = "starting"  # a line for the page: idle, running <id>, waiting for pid N
@@ -112,8 +118,10 @@ class Worker:
                         self.state = "idle"
                         self.shutdown.wait(self.poll)
                         continue
-                    self.run_job(job)
+                    ended = self.run_job(job)
                     count += 1
+                    if self.on_end is not None:
+                        self.on_end(ended)
         return count
 
     def run_job(self, job: QueueJob) -> QueueJob:

@@ -1,0 +1,127 @@
+"""`framepack queue`: the web UI's job queue without a browser.
+
+    framepack queue add --prompt "the camera pans right" --seconds 5   # same flags as generate
+    framepack queue list
+    framepack queue run              # run the waiting jobs, then exit (--watch: keep waiting)
+    framepack queue move ID --by -1 / cancel ID / stop ID / retry ID
+
+Jobs live in `<outputs>/queue/<id>.json` and write `<outputs>/<id>.mp4`; `framepack ui` on the
+same `--outputs` shows and runs the same queue (one worker at a time; the other waits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+from framepack.errors import UserError
+
+ACTIONS = ("add", "list", "run", "move", "cancel", "stop", "retry")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from framepack.cli import generate
+
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="queue a job (the flags of `framepack generate`)")
+    generate.add_arguments(add)
+    add.add_argument("--front", action="store_true", help="put the job first in the queue")
+    sub.add_parser("list", help="list the jobs in queue order").add_argument(
+        "--json", action="store_true", help="one JSON object per job"
+    )
+    run = sub.add_parser("run", help="run the waiting jobs one at a time")
+    run.add_argument("--watch", action="store_true", help="keep waiting for new jobs (Ctrl-C to end)")
+    run.add_argument("--threads", type=int, help="CPU threads (default: as framepack generate)")
+    move = sub.add_parser("move", help="move a waiting job earlier (--by -1) or later (--by 1)")
+    move.add_argument("id")
+    move.add_argument("--by", type=int, required=True, help="places to move (negative: earlier)")
+    for name, text in (
+        ("cancel", "cancel a waiting job, or end a running one after its current step"),
+        ("stop", "stop a running job after its current step (retry resumes it)"),
+        ("retry", "queue a stopped, failed or cancelled job again (it resumes what it saved)"),
+    ):
+        sub.add_parser(name, help=text).add_argument("id")
+    for parser in sub.choices.values():
+        parser.add_argument("--outputs", default="outputs", help="outputs folder holding the queue")
+
+
+def run(args: argparse.Namespace) -> int:
+    from framepack.queue import JobQueue
+
+    queue = JobQueue(args.outputs)
+    if args.action == "add":
+        return _add(queue, args)
+    if args.action == "list":
+        return _list(queue, as_json=args.json)
+    if args.action == "run":
+        return _run(queue, watch=args.watch, threads=args.threads)
+    job = queue.move(args.id, args.by) if args.action == "move" else getattr(queue, args.action)(args.id)
+    print(f"{job.id}: {job.status}{' (stopping after this step)' if job.stop_requested else ''}")
+    return 0
+
+
+def _add(queue: Any, args: argparse.Namespace) -> int:
+    from framepack.cli.generate import options_from_args
+    from framepack.components import LoadOptions
+
+    if args.threads is not None:
+        raise UserError("--threads: give it to `framepack queue run`, which runs the job")
+    if args.bucket is not None and not 16 <= args.bucket <= 4096:
+        raise UserError(f"--bucket must be between 16 and 4096 pixels, got {args.bucket}")
+    load = LoadOptions(
+        model_dir=args.model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        low_vram=args.low_vram,
+        bucket=args.bucket,
+        teacache=args.teacache,
+        loras=list(args.lora),
+    )
+    job = queue.add(options_from_args(args), model=args.model, load=load, front=args.front)
+    print(f"{job.id}: queued -> {queue.video(job)}")
+    return 0
+
+
+def _list(queue: Any, *, as_json: bool) -> int:
+    for job in queue.jobs():
+        if as_json:
+            print(json.dumps(job.to_json(), ensure_ascii=False))
+            continue
+        done = f"{100 * job.progress.get('fraction', 0):3.0f}%" if job.status == "running" else ""
+        note = job.error or (str(queue.video(job)) if job.status == "done" else "")
+        prompt = job.prompt or "(the model's prompt)"
+        prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+        seconds, seed = job.options["seconds"], job.options["seed"]
+        print(f"{job.id}  {job.status:9s} {done:4s}  {seconds:g}s seed {seed}  {prompt}  {note}".rstrip())
+    return 0
+
+
+def _run(queue: Any, *, watch: bool, threads: int | None) -> int:
+    from framepack.queue import Worker
+    from framepack.runtime import check_threads, use_threads
+
+    use_threads(check_threads(threads))
+    worker = Worker(queue, on_end=_report)
+
+    def shutdown(signum: int, frame: Any) -> None:
+        if worker.shutdown.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        print("framepack queue: stopping after the current step (the job resumes next time)", file=sys.stderr)
+        worker.shutdown.set()
+
+    previous = {s: signal.signal(s, shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        count = worker.run(until_empty=not watch)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print(f"framepack queue: {count} job{'s' * (count != 1)} run")
+    return 130 if worker.shutdown.is_set() else 0
+
+
+def _report(job: Any) -> None:
+    detail = f"{job.frames} frames" if job.status == "done" else job.error or ""
+    print(f"{job.id}: {job.status}{f' ({detail})' if detail else ''}", flush=True)

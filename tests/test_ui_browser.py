@@ -1,0 +1,206 @@
+"""The web UI in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright,
+which never downloads a browser here) against `framepack ui` on 127.0.0.1 with the demo model.
+
+1. upload a start image, write a two-line prompt timeline, queue a 1-s job, see the video and
+   the gallery with its settings; bad input gives the CLI's one line in the page.
+2. kill -9 the server mid-job, start it again, and see the job finish (resumed).
+
+Without Chromium or Playwright these tests fail (they are part of CI: `.ci/run` installs the
+browser); they do not skip. `FRAMEPACK_UI_SCREENSHOTS=1` writes the page's screenshots to
+docs/img/ui-*.png (docs/ui.md shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from framepack.queue import JobQueue
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "docs" / "img" if os.environ.get("FRAMEPACK_UI_SCREENSHOTS") == "1" else None
+TIMELINE = "0s: the camera pans left steadily\n0.5s: the camera holds still"
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("no Chromium found: install Debian's package (apt-get install -y chromium); .ci/run does")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    sync_api = _playwright()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def _playwright():
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        pytest.fail("Playwright is missing: pip install -e '.[dev]' installs it")
+    return sync_api
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`framepack ui` in a subprocess, on a free port of 127.0.0.1."""
+
+    def __init__(self, outputs: Path) -> None:
+        self.outputs, self.port = outputs, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = outputs.parent / f"ui-{self.port}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [
+            sys.executable,
+            "-m",
+            "framepack",
+            "ui",
+            "--outputs",
+            str(outputs),
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while "FramePack UI: http://127.0.0.1" not in self.log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"framepack ui did not start:\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[Server]:
+    servers: list[Server] = []
+
+    def start() -> Server:
+        servers.append(Server(tmp_path / "outputs"))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop(signal.SIGKILL)
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1500})
+    page.goto(url)
+    page.wait_for_selector("#fp-add", timeout=30_000)
+    return page
+
+
+def queue_job(page, *, seconds: str, steps: str, image: Path | None = None) -> None:
+    if image is not None:
+        page.set_input_files("#fp-image input[type=file]", str(image))
+        page.wait_for_selector("#fp-image img", timeout=15_000)
+    page.fill("#fp-prompts textarea", TIMELINE)
+    page.fill("#fp-seconds input", seconds)
+    page.fill("#fp-steps input", steps)
+    page.click("#fp-add")
+
+
+def wait_for_text(page, selector: str, text: str, timeout: float) -> None:
+    page.locator(selector, has_text=text).first.wait_for(timeout=timeout * 1000)
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot, 900 px wide, for docs/ui.md (only with FRAMEPACK_UI_SCREENSHOTS=1)."""
+    if SCREENSHOTS is None:
+        return
+    path = SCREENSHOTS / f"ui-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as image:
+        small = image.convert("RGB").resize((900, round(image.height * 900 / image.width)), Image.LANCZOS)
+    small.quantize(colors=128).save(path, optimize=True)
+
+
+def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
+    ui = server()
+    page = open_page(browser, ui.url)
+    page.fill("#fp-seconds input", "0")  # bad input: the CLI's one line, in the page
+    page.click("#fp-add")
+    wait_for_text(page, "#fp-message", "--seconds must be > 0, got 0", 15)
+    assert "Traceback" not in page.content()
+
+    image = tmp_path / "start.png"  # the demo's example picture, upscaled (uploads are any size)
+    with Image.open(ROOT / "framepack" / "assets" / "demo" / "example.png") as example:
+        example.convert("RGB").resize((128, 128), Image.NEAREST).save(image)
+    queue_job(page, seconds="1", steps="8", image=image)
+    wait_for_text(page, "#fp-message", "Queued", 15)
+    wait_for_text(page, "#fp-running", "section 3 of 4", 30)  # two sections landed
+    page.wait_for_selector("#fp-so-far video", timeout=15_000)
+    shot(page, "generate")
+    wait_for_text(page, "#fp-queue", "done", 60)
+    (job,) = JobQueue(ui.outputs).jobs()
+    assert job.status == "done" and job.frames == 30
+    page.wait_for_selector("#fp-so-far video", timeout=15_000)
+
+    page.get_by_role("tab", name="Gallery").click()
+    page.click("#fp-videos input")
+    page.get_by_role("option", name=job.id).first.click()
+    wait_for_text(page, "#fp-settings", "the camera holds still", 15)
+    page.wait_for_selector("#fp-player video", timeout=15_000)
+    settings = page.inner_text("#fp-settings")
+    assert str(job.options["seed"]) in settings and "0.5s" in settings
+    shot(page, "gallery")
+    page.click("#fp-load")  # back to the form with the video's settings
+    wait_for_text(page, "#fp-message", "Loaded the settings", 15)
+    assert page.input_value("#fp-prompts textarea") == TIMELINE
+    page.close()
+
+
+def test_a_killed_server_resumes_its_job(browser, server):
+    ui = server()
+    page = open_page(browser, ui.url)
+    queue_job(page, seconds="2", steps="25")
+    wait_for_text(page, "#fp-message", "Queued", 15)
+    queue = JobQueue(ui.outputs)
+    deadline = time.monotonic() + 60
+    while not list(ui.outputs.glob("*.resume.safetensors")):  # a section is saved
+        assert time.monotonic() < deadline, ui.log.read_text()
+        time.sleep(0.1)
+    ui.stop(signal.SIGKILL)
+    (job,) = queue.jobs()
+    assert job.status == "running"  # as the kill left it
+    page.close()
+
+    ui = server()  # a restart on the same outputs folder
+    page = open_page(browser, ui.url)
+    wait_for_text(page, "#fp-queue", "done", 60)
+    job = queue.get(job.id)
+    assert (job.status, job.attempts, job.frames) == ("done", 2, 60)
+    data = json.loads((ui.outputs / f"{job.id}.json").read_text())
+    assert data["complete"] and data["frames"] == 60
+    page.close()
