@@ -347,15 +347,18 @@ def _torchrun(*args: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one_and_resume_on_one(strategy, model_dir, cache_dir, tmp_path):
-    """Global batch 2 over 2 processes equals 1 process; a 2-process run resumes in 1 process."""
-    cfg = config(batch_size=2, steps=4, checkpoint_every=2, strategy=strategy)
+@pytest.mark.parametrize(
+    ("strategy", "dtype", "rel"), [("ddp", "fp32", 1e-5), ("fsdp", "fp32", 1e-5), ("fsdp", "bf16", 1e-2)]
+)
+def test_two_processes_match_one_and_resume_on_one(strategy, dtype, rel, model_dir, cache_dir, tmp_path):
+    """Global batch 2 over 2 processes equals 1 process; a 2-process run resumes in 1 process.
+    FSDP2 with bf16 base weights shards the float32 adapters as groups of their own."""
+    cfg = config(batch_size=2, steps=4, checkpoint_every=2, strategy=strategy, dtype=dtype)
     single = train_lora(cfg, tmp_path / "single", sources(model_dir, cache_dir), progress=False)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.replace(steps=2).to_dict()))
     run = tmp_path / "two"
     _torchrun("--config", str(tmp_path / "cfg.json"), "--cache", str(cache_dir), "--out", str(run),
               "--transformer-dir", str(model_dir / "FramePackI2V_HY"))  # fmt: skip
-    assert losses(run) == pytest.approx(losses(single)[:2], rel=1e-5)
+    assert losses(run) == pytest.approx(losses(single)[:2], rel=rel)
     train_lora(cfg, run, sources(model_dir, cache_dir), resume=True, progress=False)
-    assert losses(run) == pytest.approx(losses(single), rel=1e-5)
+    assert losses(run) == pytest.approx(losses(single), rel=rel)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +73,8 @@ def locate_transformer(model: str, model_dir: str | None, transformer_dir: str |
 
 
 def base_dtype(config: LoraTrainConfig, env: Distributed) -> torch.dtype:
-    """bf16 on CUDA ("auto"), float32 on the CPU; float32 under FSDP2 with several processes (its
-    shards hold one dtype per block and the adapters are float32; autocast still computes in bf16)."""
-    sharded = config.strategy == "fsdp" and env.world > 1
-    if sharded and config.dtype == "bf16":
-        raise UserError("--strategy fsdp keeps the sharded base weights in float32; use --dtype auto or fp32")
-    bf16 = config.dtype == "bf16" or (config.dtype == "auto" and env.device.type == "cuda" and not sharded)
+    """The frozen base weights' dtype: bf16 on CUDA ("auto"), float32 on the CPU."""
+    bf16 = config.dtype == "bf16" or (config.dtype == "auto" and env.device.type == "cuda")
     return torch.bfloat16 if bf16 else torch.float32
 
 
@@ -119,8 +116,8 @@ def check_fit(model: nn.Module, cache: LatentCache, config: LoraTrainConfig) -> 
 
 
 def prepare(model: nn.Module, config: LoraTrainConfig, env: Distributed) -> nn.Module:
-    """Gradient checkpointing, block streaming (low_vram, CUDA), adapters; returns the module
-    the step calls (DDP / FSDP2 around `model` with several processes)."""
+    """Gradient checkpointing, block streaming (low_vram), adapters; returns the module the step
+    calls (DDP around `model`, or `model` sharded in place by FSDP2, with several processes)."""
     model.enable_gradient_checkpointing(config.gradient_checkpointing)
     if config.low_vram:
         from framepack.hunyuan.memory import stream_blocks
@@ -132,7 +129,26 @@ def prepare(model: nn.Module, config: LoraTrainConfig, env: Distributed) -> nn.M
     for p in adapter_parameters(model):
         p.data = p.data.to(env.device)
     model.train()
+    if config.strategy == "fsdp" and env.world > 1:
+        return shard(model)
     return wrap(model, env, config.strategy)
+
+
+def shard(model: nn.Module) -> nn.Module:
+    """FSDP2 (`fully_shard`) per block, the block's float32 adapters as a group of their own (a
+    shard group holds one dtype; the frozen base weights stay bf16), then the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    from framepack.hunyuan.memory import BLOCK_LISTS
+
+    for name in BLOCK_LISTS:
+        for block in getattr(model, name):
+            adapters = [m for n, m in block.named_modules() if re.search(r"\.lora_[AB]\.[^.]+$", n)]
+            if adapters:
+                fully_shard(adapters)
+            fully_shard(block)
+    fully_shard(model)
+    return model
 
 
 def adapter_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -165,8 +181,8 @@ def lora_step(
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), dtype=torch.float64)
     scale = env.world / config.batch_size  # the all-reduced mean is the global batch mean
-    bf16 = env.device.type == "cuda" and config.dtype != "fp32"  # float32 FSDP shards compute in bf16 too
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bf16 = base_dtype(config, env) == torch.bfloat16
+    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     guidance = torch.full((1,), config.guidance * 1000.0, device=env.device)
     for i, sample in enumerate(samples):
         s = sample.to(env.device)

@@ -3,7 +3,7 @@
 Per GPU (DDP replicates everything; FSDP2 divides the base weights by the process count):
 
 - base weights: every parameter in bf16 (2 bytes); with low-VRAM streaming everything outside
-  the blocks plus `resident_blocks` of the largest block; under FSDP2 float32 split over the
+  the blocks plus `resident_blocks` of the largest block; under FSDP2 split over the
   processes plus two gathered blocks (the running one and the prefetched one);
 - adapters: float32 weight, gradient and two AdamW moments (16 bytes per adapter parameter);
 - activations: with gradient checkpointing each of the 60 blocks keeps its input (tokens x width
@@ -95,10 +95,8 @@ def estimate_training_memory(
     if low_vram:
         block_params = _block_parameters(config)
         weights = (total - block_params + resident_blocks * largest) * 2
-    elif shards > 1:  # FSDP2 shards hold float32 (framepack.lora_train.loop.base_dtype)
-        weights = total * 4 // shards + 2 * largest * 4
-    else:
-        weights = total * 2
+    else:  # FSDP2: a 1/shards slice, plus the running and the prefetched block gathered
+        weights = total * 2 // shards + (2 * largest * 2 if shards > 1 else 0)
     p = config.patch_size
     noisy = window * math.ceil(latent_hw[0] / p) * math.ceil(latent_hw[1] / p)
     tokens = noisy + released_history_tokens(latent_hw, p) + text_tokens
