@@ -1,0 +1,159 @@
+"""The page's requests without a browser: form -> options (the CLI's one-line messages), sidecar
+settings -> form, what the page shows, the handler guard, and `framepack queue` from the shell."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from framepack.cli import main
+from framepack.errors import UserError
+from framepack.queue import JobQueue, QueueJob
+from framepack.ui import views
+from framepack.ui.requests import FORM, form_from_settings, options_from_form
+
+
+def form(**values) -> dict:
+    return {**dict.fromkeys(FORM), "seconds": 1, "seed": 7, **values}
+
+
+def test_a_timeline_a_single_prompt_and_defaults(tmp_path):
+    options = options_from_form(form(prompts="0s: the camera pans left\n0.5s: it holds still"), tmp_path)
+    assert options.prompts == "0s: the camera pans left\n0.5s: it holds still" and options.prompt is None
+    assert [p for _, p in options.timeline().entries] == ["the camera pans left", "it holds still"]
+    single = options_from_form(form(prompts="  the camera pans left  "), tmp_path)
+    assert (single.prompt, single.prompts) == ("the camera pans left", None)
+    empty = options_from_form(form(plan="model default", steps=None, cfg=None), tmp_path)
+    assert (empty.prompt, empty.plan, empty.steps, empty.cfg, empty.seed) == (None, None, None, None, 7)
+
+
+def test_random_seed_is_drawn_and_recorded(tmp_path):
+    seeds = {options_from_form(form(random_seed=True, seed=7), tmp_path).seed for _ in range(4)}
+    assert 7 not in seeds and len(seeds) > 1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"seconds": 0}, "--seconds must be > 0, got 0"),
+        ({"seconds": -2}, "--seconds must be > 0, got -2"),
+        ({"prompts": "0s: a\nlater: b"}, "--prompts: prompt timeline entry 2 ('later: b'): expected"),
+        (
+            {"prompts": "0s: a\n5s: b", "seconds": 2},
+            "--prompts: entry at 5s starts after the video ends (2s)",
+        ),
+        ({"steps": 2.5}, "--steps must be a whole number, got 2.5"),
+        ({"steps": 0}, "--steps must be between 1 and 1000, got 0"),
+        ({"seed": 1.5}, "--seed must be a whole number, got 1.5"),
+        ({"cfg": 0.5}, "--cfg must be a number >= 1 (1 turns real guidance off), got 0.5"),
+        ({"plan": "sideways"}, "unknown plan 'sideways'; choose one of: forward, inverted"),
+        ({"keyframe0_time": 0.5}, "--keyframe: keyframe 1 has a time but no image"),
+        ({"extend": "../elsewhere.mp4"}, "--extend: no video '../elsewhere.mp4' in the outputs folder"),
+        ({"extend": "missing.mp4"}, "--extend: no video 'missing.mp4' in the outputs folder"),
+    ],
+)
+def test_bad_input_gets_one_line(tmp_path, values, message):
+    with pytest.raises(UserError) as err:
+        options_from_form(form(**values), tmp_path)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_keyframes_and_images(tmp_path):
+    image = tmp_path / "k.png"
+    Image.new("RGB", (64, 64)).save(image)
+    with pytest.raises(UserError, match="keyframe 2 has an image but no time"):
+        options_from_form(form(keyframe1_image=str(image)), tmp_path)
+    options = options_from_form(
+        form(keyframe0_time=0.5, keyframe0_image=str(image), image=str(image)), tmp_path
+    )
+    assert options.keyframes == [(0.5, str(image))] and options.image == str(image)
+    text = options_from_form(form(no_image=True, image=str(image)), tmp_path)
+    assert (text.image, text.no_image) == (None, True)
+
+
+def test_load_these_settings_round_trip(tmp_path):
+    kept = tmp_path / "queue" / "inputs"
+    kept.mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(kept / "a-image.png")
+    (tmp_path / "old.mp4").write_bytes(b"")
+    settings = {
+        "prompts": "0s: the camera pans left; 0.5s: it holds still",
+        "image": str(kept / "a-image.png"),
+        "end_image": "/somewhere/else.png",
+        "keyframes": [],
+        "extend": str(tmp_path / "old.mp4"),
+        "seconds": 1.0,
+        "seed": 9,
+        "steps": 6,
+        "plan": "forward",
+        "sampler": "euler",
+        "cfg": 1.0,
+    }
+    values, notes = form_from_settings(settings, tmp_path)
+    assert values["prompts"] == "0s: the camera pans left\n0.5s: it holds still"
+    assert values["image"] == str(kept / "a-image.png") and values["end_image"] is None
+    assert values["extend"] == "old.mp4" and values["seed"] == 9 and values["sampler"] == "euler"
+    assert notes == ["the end image else.png is outside the outputs folder; upload it again"]
+    options = options_from_form({**values, "end_image": None, "extend": None}, tmp_path)
+    assert (options.seconds, options.seed, options.steps, options.plan) == (1.0, 9, 6, "forward")
+    example, _ = form_from_settings({"image": "/pkg/example.png"}, tmp_path, example_image="/pkg/example.png")
+    assert (example["image"], example["no_image"]) == (None, False)  # the model's example: an empty image
+
+
+def test_views_show_progress_queue_and_gallery(tmp_path):
+    q = JobQueue(tmp_path)
+    job = QueueJob("j1", {"prompt": "a <b>", "seconds": 1.0, "seed": 3}, status="running", created="x")
+    job.progress = {"section": 2, "sections": 4, "step": 5, "steps": 10, "fraction": 0.375}
+    q.write(job)
+    html = views.progress_html(job, "idle")
+    assert "section 2 of 4, step 5 of 10" in html and 'value="0.375"' in html and "a &lt;b&gt;" in html
+    assert views.queue_rows(q) == [["j1", "running", "38%", 1.0, 3, "a <b>", ""]]
+    assert "No job is running (idle)" in views.progress_html(None, "idle")
+    (tmp_path / "done.mp4").write_bytes(b"")
+    (tmp_path / "done.json").write_text(
+        json.dumps({"complete": True, "prompts": "0s: x", "seconds": 1, "seed": 2})
+    )
+    (tmp_path / "half.mp4").write_bytes(b"")
+    (tmp_path / "half.json").write_text(json.dumps({"complete": False}))
+    assert views.video_choices(tmp_path) == [("done · x · 1s · seed 2", "done.mp4")]
+
+
+def test_handlers_never_show_a_traceback():
+    from framepack.ui.app import _guard
+
+    message = object()
+
+    def user_error():
+        raise UserError("--seconds must be > 0, got 0")
+
+    def bug():
+        raise KeyError("x")
+
+    assert _guard(message, user_error)() == {message: "⚠ --seconds must be > 0, got 0"}
+    assert _guard(message, bug)() == {
+        message: "⚠ internal error (KeyError); the server's log has the details"
+    }
+
+
+def test_queue_cli_without_a_browser(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["queue", "add", "--outputs", out, "--seconds", "1", "--prompts", "0s: a; 0.5s: b"]) == 0
+    assert main(["queue", "add", "--outputs", out, "--seconds", "1", "--seed", "4", "--front"]) == 0
+    assert main(["queue", "add", "--outputs", out, "--seconds", "0"]) == 2
+    assert main(["queue", "add", "--outputs", out, "--out", "x.mp4"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "framepack queue: error: --seconds must be > 0, got 0",
+        "framepack queue: error: --out: the queue chooses this itself (<outputs>/<job id>.mp4)",
+    ]
+    first, second = JobQueue(out).jobs()
+    assert first.options["seed"] == 4 and second.prompt == "0s: a; 0.5s: b"
+    assert main(["queue", "move", second.id, "--by", "-1", "--outputs", out]) == 0
+    assert main(["queue", "cancel", first.id, "--outputs", out]) == 0
+    assert main(["queue", "list", "--outputs", out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith(f"{second.id}  queued") and lines[-1].startswith(f"{first.id}  cancelled")
+    assert main(["queue", "retry", "nope", "--outputs", out]) == 2
+    assert "no job 'nope'" in capsys.readouterr().err
