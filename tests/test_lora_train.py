@@ -362,3 +362,13 @@ def test_two_processes_match_one_and_resume_on_one(strategy, dtype, rel, model_d
     assert losses(run) == pytest.approx(losses(single)[:2], rel=rel)
     train_lora(cfg, run, sources(model_dir, cache_dir), resume=True, progress=False)
     assert losses(run) == pytest.approx(losses(single), rel=rel)
+
+
+def test_the_memory_table_in_the_docs_is_the_computed_one():
+    """docs/lora.md shows what `framepack lora memory` computes (rows of GiB per mode)."""
+    from framepack.lora_train.memory import memory_table
+
+    rows = memory_table().splitlines()[:5]  # header, rule, 384 / 512 / 640
+    docs = (Path(__file__).parents[1] / "docs" / "lora.md").read_text().splitlines()
+    assert all(row in docs for row in rows)
+    assert float(rows[4].split("|")[4]) < float(rows[4].split("|")[3])  # streaming saves memory

@@ -17,6 +17,7 @@ Tokens are those of one released section: the window's noisy tokens, the packed 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class TrainingMemory:
         )
 
 
+@functools.lru_cache(maxsize=8)
 def adapter_parameter_count(config: TransformerConfig, spec: LoraSpec) -> int:
     """Parameters of `spec`'s adapters on a transformer of `config`: rank x (in + out) per target."""
     from framepack.models import PackedTransformer
@@ -90,7 +92,7 @@ def estimate_training_memory(
 
     shards: FSDP2 process count (the base weights are split over them; 1 = one GPU or DDP).
     """
-    total, largest = parameter_counts(config)
+    total, largest = _parameter_counts(config)
     blocks = config.num_layers + config.num_single_layers
     if low_vram:
         block_params = _block_parameters(config)
@@ -109,6 +111,10 @@ def estimate_training_memory(
     return TrainingMemory(int(weights), int(adapters), int(activations), int(RUNTIME_OVERHEAD), tokens)
 
 
+_parameter_counts = functools.lru_cache(maxsize=8)(parameter_counts)
+
+
+@functools.lru_cache(maxsize=8)
 def _block_parameters(config: TransformerConfig) -> int:
     from framepack.hunyuan.memory import _meta_block
 
