@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -104,7 +104,7 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path) -> Iterator[Server]:
+def server(tmp_path) -> Iterator[Callable[[], Server]]:
     servers: list[Server] = []
 
     def start() -> Server:
@@ -184,6 +184,10 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
     page.click("#fp-load")  # back to the form with the video's settings
     wait_for_text(page, "#fp-message", "Loaded the settings", 15)
     assert page.input_value("#fp-prompts textarea") == TIMELINE
+    page.get_by_role("tab", name="Gallery").click()
+    page.click("#fp-extend-this")  # "extend this video": the form continues it
+    wait_for_text(page, "#fp-message", f"Extending {job.id}.mp4", 15)
+    assert page.input_value("#fp-extend textarea, #fp-extend input") == f"{job.id}.mp4"
     page.close()
     assert [url for url in requested if not url.startswith(ui.url)] == []  # nothing from elsewhere
     for outside in ("/etc/passwd", str(ROOT / "pyproject.toml")):  # files come from the outputs only
@@ -195,7 +199,7 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
 def test_a_killed_server_resumes_its_job(browser, server):
     ui = server()
     page = open_page(browser, ui.url)
-    queue_job(page, seconds="2", steps="25")
+    queue_job(page, seconds="2", steps="10")
     wait_for_text(page, "#fp-message", "Queued", 15)
     queue = JobQueue(ui.outputs)
     deadline = time.monotonic() + 60
