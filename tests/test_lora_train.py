@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hunyuan_fixtures import build_hunyuan_dir, build_redux_dir
 
 from framepack.cli import main
+from framepack.errors import UserError
 from framepack.hunyuan.latent_cache import CacheSettings, HunyuanEncoders, LatentCache, build_cache
 from framepack.lora import convert_lora, merge_lora, parse_lora
 from framepack.lora_train.adapters import detach_lora, load_adapters
@@ -209,7 +210,7 @@ def test_resume_refuses_changed_settings(trained, model_dir, cache_dir, tmp_path
 
     run = tmp_path / "copy"
     shutil.copytree(trained, run)
-    with pytest.raises(Exception, match="rank differ"):
+    with pytest.raises(UserError, match="rank differ"):
         train_lora(config(rank=8, steps=8), run, sources(model_dir, cache_dir), resume=True, progress=False)
 
 
