@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from framepack.errors import UserError
 from framepack.lora import apply_loras, check_lora_args
+from framepack.model_bundle import demo_path, load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +126,19 @@ class Components:
     on_section_start: Callable[[], None] | None = None
 
 
-def bundled_demo_path() -> Path:
-    return Path(__file__).parent / "assets" / "demo"
-
-
 def load_components(model: str, options: LoadOptions | None = None) -> Components:
     """Load `demo`, `hunyuan-inverted`, `hunyuan-f1`, or a model folder (with framepack.json)."""
     options = options or LoadOptions()
     check_lora_args(options.loras)  # before anything loads
+    if model not in ("hunyuan-inverted", "hunyuan-f1"):
+        for flag, used in (("--teacache", options.teacache > 0), ("--low-vram", options.low_vram)):
+            if used:
+                raise UserError(
+                    f"{flag} applies to the released models (hunyuan-inverted, hunyuan-f1), not to "
+                    f"{model}; drop it"
+                )
     if model == "demo":
-        path = bundled_demo_path()
+        path = demo_path()
         if not (path / "framepack.json").is_file():
             raise UserError(
                 f"the bundled demo model is missing from {path}; reinstall framepack or pass --model PATH"
@@ -156,8 +160,6 @@ def load_components(model: str, options: LoadOptions | None = None) -> Component
 
 
 def _load_bundle(path: Path, options: LoadOptions) -> Components:
-    from framepack.model_bundle import load_bundle
-
     device = options.torch_device()
     dtype = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
         options.dtype

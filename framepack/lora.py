@@ -206,6 +206,9 @@ def check_lora_args(loras: list[str]) -> None:
     """Before anything loads: every `--lora` names an existing file with a finite scale."""
     for text in loras:
         path, _ = parse_lora_arg(text)
+        head, _, tail = text.rpartition(":")
+        if not Path(path).is_file() and head and Path(head).is_file():
+            raise UserError(f"--lora {text}: {tail!r} is not a scale; give a number, e.g. {head}:0.8")
         if not Path(path).is_file():
             raise UserError(f"--lora {text}: no such file: {path}")
 

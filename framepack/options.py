@@ -111,9 +111,22 @@ class GenerationOptions:
                 )
             if not Path(path).is_file():
                 raise UserError(f"--keyframe {time:g}={path}: no such file")
+        if self.no_image and self.image is not None:
+            raise UserError("--no-image asks for text-to-video but --image gives a start image; drop one")
+        if self.preview is not None:
+            _check_folder(Path(self.preview), "--preview")
         times = [t for t, _ in self.keyframes]
         if len(set(times)) != len(times):
             raise UserError("--keyframe: two keyframes at the same time; give each time once")
+
+
+def _check_folder(path: Path, flag: str) -> None:
+    """A folder that exists or can be created: no file where it or one of its parents should be."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserError(f"{flag} {path}: {folder} is a file, not a folder; give a folder")
+            return
 
 
 def _is_utf8(text: str) -> bool:

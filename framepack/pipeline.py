@@ -47,7 +47,14 @@ from framepack.resume import (
     section_generator,
 )
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
-from framepack.video import check_output_path, remove_litter, sidecar_path, write_sidecar, write_video
+from framepack.video import (
+    VIDEO_SUFFIXES,
+    check_output_path,
+    remove_litter,
+    sidecar_path,
+    write_sidecar,
+    write_video,
+)
 
 # Zero padding continues the history on the side where the plan's history lies (as in training,
 # framepack/train/layouts.py): before the section going forward, after it going backward.
@@ -157,8 +164,9 @@ class Job:
                 raise UserError("--resume needs --out: the video whose job should be finished")
         else:
             self.out.parent.mkdir(parents=True, exist_ok=True) if options.out is None else None
-            check_output_path(self.out, options.overwrite)
+            check_output_path(self.out, options.overwrite, VIDEO_SUFFIXES)
             check_job_files(self.out, options.overwrite)
+        self.prompt_times = self._prompt_times()  # before the prompts are encoded
         self.cond = prepare(components, options)
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
@@ -174,13 +182,6 @@ class Job:
         """The section plan and the exact number of output frames."""
         codec, cond, spec = self.c.codec, self.cond, self.spec
         strategy = self.options.plan or spec.plan
-        needs = PLAN_LAYOUT.get(strategy)
-        if spec.layouts and needs not in spec.layouts:
-            logger.warning(
-                "model %s was trained for %s sections only; --plan %s asks for %s sections and "
-                "will give a poor video (use --plan %s)",
-                spec.name, "/".join(spec.layouts), strategy, needs, spec.plan,
-            )  # fmt: skip
         if cond.existing is not None and strategy not in ("forward", "endpoints"):
             raise UserError(f"--extend continues a video forward; use --plan forward (not {strategy})")
         if round(self.options.seconds * self.fps) < 1:
@@ -188,6 +189,13 @@ class Job:
                 f"--seconds {self.options.seconds:g} is shorter than one frame at {self.fps:g} fps; "
                 f"ask for at least {1 / self.fps:.3g} s"
             )
+        needs = PLAN_LAYOUT.get(strategy)
+        if spec.layouts and needs not in spec.layouts:
+            logger.warning(
+                "model %s was trained for %s sections only; --plan %s asks for %s sections and "
+                "will give a poor video (use --plan %s)",
+                spec.name, "/".join(spec.layouts), strategy, needs, spec.plan,
+            )  # fmt: skip
         frames = round(self.options.seconds * self.fps) + cond.existing_frames
         total = max(codec.num_latents(max(frames, 1)), 2)
         existing = 0 if cond.existing is None else cond.existing.shape[2]
@@ -218,21 +226,27 @@ class Job:
             return plan, produced  # the end image is the last frame: keep every section whole
         return plan, min(frames, produced)
 
-    def _anchors(self) -> list[Anchor]:
-        """Prompt changes and keyframe images as plan anchors, at latent times."""
+    def _prompt_times(self) -> dict[int, int]:
+        """Latent frame -> timeline entry of every prompt change (UserError when two share one)."""
         prompts: dict[int, int] = {}
-        for i, (t, _) in enumerate(self.cond.timeline.entries):
+        entries = self.options.timeline().entries
+        for i, (t, _) in enumerate(entries):
             if i == 0:  # the first prompt starts the video: no anchor
                 continue
             at = latent_time(self.c, t, self.fps)
             if at in prompts:
-                first = self.cond.timeline.entries[prompts[at]][0]
+                first = entries[prompts[at]][0]
                 raise UserError(
                     f"--prompts: entries at {first:g}s and {t:g}s fall on the same latent frame "
                     f"({self.c.codec.time_factor} frames = {self.c.codec.time_factor / self.fps:.3g} s); "
                     "space them further apart"
                 )
             prompts[at] = i
+        return prompts
+
+    def _anchors(self) -> list[Anchor]:
+        """Prompt changes and keyframe images as plan anchors, at latent times."""
+        prompts = self.prompt_times
         prefix = 1 if self.cond.existing is None else self.cond.existing.shape[2]
         times = sorted(set(prompts) | set(self.cond.keyframes))
         anchors = []

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from glob import escape as glob_escape
@@ -93,13 +94,21 @@ def remove_litter(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that take our H.264 stream and metadata
+
+
+def check_output_path(
+    path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] | None = None
+) -> Path:
     """Check that a file can be written at `path` before any work starts; return it as a Path.
 
     Raises UserError (and touches nothing) if the file exists and `overwrite` is false, if the
-    path is a directory, or if its directory does not exist or is not writable.
+    path is a directory, if its name does not end in one of `suffixes`, or if its directory does
+    not exist or cannot take a new file (probed with a hidden temporary file, removed at once).
     """
     path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes and not path.is_dir():
+        raise UserError(f"output {path} must end in {', '.join(suffixes)}; e.g. {path.with_suffix(suffixes[0])}")
     if path.is_dir():
         raise UserError(f"output path {path} is a directory; give a file name such as {path / 'out.mp4'}")
     if path.exists() and not overwrite:
@@ -111,6 +120,11 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise UserError(f"output directory {parent} is not writable; choose another location")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"output file {path} is read-only; choose another name or change its permissions")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".framepack-probe-"):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write in {parent} ({err.strerror or err}); choose another location") from None
     return path
 
 

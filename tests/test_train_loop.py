@@ -251,3 +251,17 @@ def test_a_checkpoint_is_not_resumed_under_other_settings(finished_run, tmp_path
     err = capsys.readouterr().err
     assert "other settings" in err and "lr:" in err and "window: 2 -> 3" in err, err
     assert len(err.strip().splitlines()) == 1 and _snapshot(run) == before
+
+
+def test_a_short_try_of_a_long_recipe_keeps_its_cooldown_share(tmp_path, capsys):
+    import argparse
+
+    from framepack.cli.train import _resolve_config
+
+    args = argparse.Namespace(
+        out=tmp_path / "r", resume=False, preset="demo", config=None, steps=12, threads=None
+    )
+    config = _resolve_config(args)
+    demo = PRESETS["demo"]
+    assert config.steps == 12 and config.cooldown_steps == round(12 * demo.cooldown_steps / demo.steps)
+    assert "cooldown shortened" in capsys.readouterr().out

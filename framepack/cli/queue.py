@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return _list(queue, as_json=args.json)
     if args.action == "run":
         return _run(queue, watch=args.watch, threads=args.threads)
+    queue.get(args.id)  # an unknown id is refused before the queue folder is touched
     job = queue.move(args.id, args.by) if args.action == "move" else getattr(queue, args.action)(args.id)
     print(f"{job.id}: {job.status}{' (stopping after this step)' if job.stop_requested else ''}")
     return 0

@@ -76,7 +76,11 @@ def _resolve_config(args: argparse.Namespace):
     if args.steps is not None:
         if args.steps < 1:
             raise UserError(f"--steps must be >= 1, got {args.steps}")
-        config = config.replace(steps=args.steps)
+        cooldown = config.cooldown_steps
+        if cooldown > args.steps:  # a short try of a long recipe: keep its cooldown's share
+            cooldown = round(args.steps * cooldown / config.steps)
+            print(f"cooldown shortened to {cooldown} of {args.steps} steps (the recipe's share)")
+        config = config.replace(steps=args.steps, cooldown_steps=cooldown)
     if args.threads is not None:
         config = config.replace(threads=check_threads(args.threads))
     return config

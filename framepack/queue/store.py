@@ -108,6 +108,8 @@ class JobQueue:
 
     def __init__(self, outputs: str | os.PathLike) -> None:
         self.outputs = Path(outputs).resolve()
+        if self.outputs.exists() and not self.outputs.is_dir():
+            raise UserError(f"--outputs {outputs} is a file; give the outputs folder")
         self.folder = self.outputs / "queue"
         self.inputs = self.folder / "inputs"
 

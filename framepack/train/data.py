@@ -17,6 +17,7 @@ are skipped and counted in the run's checkpoints).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -129,6 +130,8 @@ def make_source(config: TrainConfig, codec: Codec) -> WorldSource | VideoSource:
     """The run's videos: long world videos, or video-folder clips of exactly one window."""
     data = config.data
     if data.kind == "videos":
+        if not Path(str(data.path)).is_dir():
+            raise UserError(f"data.path {data.path}: no such folder of training videos")
         num_frames = codec.num_frames(data.clip_latents + 1)
         return VideoSource(str(data.path), num_frames, data.size, data.fps, data.seed)
     return WorldSource(data.seconds, data.size, data.fps, data.seed, data.num_clips)

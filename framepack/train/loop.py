@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -328,6 +329,38 @@ def train_step(
 # ---------------------------------------------------------------------------------------------
 
 
+def _set_up(
+    config: TrainConfig,
+    paths: RunPaths,
+    env: Distributed,
+    fresh: bool,
+    init: str | Path | None,
+    add_levels: Sequence[tuple[int, int, int]],
+) -> tuple[ClipSource, Denoiser, Codec]:
+    """The data source, the model to train and its codec: a new one (saved in `paths.model`
+    with the config), a finetuned one (`init`), or the run's own (a resume)."""
+    if fresh:
+        env.barrier()
+        if env.is_main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(paths.config, config.to_dict())
+    source = make_source(config, codec_from_config(dict(config.codec)))
+    if not fresh:
+        initial = load_bundle(paths.model)
+        return source, Denoiser(initial.transformer, initial.text_encoder, config.prediction), initial.codec
+    if init is not None:
+        model, codec = load_init(Path(init), config, source, add_levels)
+    else:
+        codec = fit_codec(config, source)
+        vocab = Vocabulary.build(source.captions(VOCAB_SCRIPTS))
+        model = build_denoiser(config, codec, vocab)
+    check_kernels(model, config)
+    if env.is_main:
+        save_bundle(paths.model, model.transformer, model.text_encoder, codec, bundle_meta(config))
+    env.barrier()
+    return source, model, codec
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -351,31 +384,17 @@ def train(
     # -- set up ---------------------------------------------------------------------------------
     # A run killed before its initial model was saved starts over from its own config.json.
     fresh = not (resume and paths.config.is_file() and (paths.model / "framepack.json").is_file())
-    if fresh:
-        if paths.root.exists() and any(paths.root.iterdir()) and not resume:
-            raise UserError(
-                f"run directory {paths.root} is not empty; pass --resume to continue it or pick a new --out"
-            )
-        env.barrier()
-        if env.is_main:
-            paths.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(paths.config, config.to_dict())
-    source = make_source(config, codec_from_config(dict(config.codec)))
-    if fresh:
-        if init is not None:
-            model, codec = load_init(Path(init), config, source, add_levels)
-        else:
-            codec = fit_codec(config, source)
-            vocab = Vocabulary.build(source.captions(VOCAB_SCRIPTS))
-            model = build_denoiser(config, codec, vocab)
-        check_kernels(model, config)
-        if env.is_main:
-            save_bundle(paths.model, model.transformer, model.text_encoder, codec, bundle_meta(config))
-        env.barrier()
-    else:
-        initial = load_bundle(paths.model)
-        codec = initial.codec
-        model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
+    if fresh and paths.root.exists() and any(paths.root.iterdir()) and not resume:
+        raise UserError(
+            f"run directory {paths.root} is not empty; pass --resume to continue it or pick a new --out"
+        )
+    created = not paths.root.exists()
+    try:
+        source, model, codec = _set_up(config, paths, env, fresh, init, add_levels)
+    except UserError:  # a failed start leaves nothing behind
+        if created and env.is_main:
+            shutil.rmtree(paths.root, ignore_errors=True)
+        raise
     model.train().to(env.device)
     wrapped = wrap(model, env, config.strategy)  # FSDP shards `model`'s parameters in place
     ema = EMA(model)
