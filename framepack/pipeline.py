@@ -585,6 +585,7 @@ class VideoWriter:
             crf=self.job.options.crf,
             metadata=self.job.settings,
             preset="medium" if final else "ultrafast",  # in-progress copies: fast; the last: small
+            deterministic=final,  # same frames, same file
         )
         write_sidecar(sidecar_path(self.job.out), {**self.job.settings, "complete": bool(done.all())})
         self.frames = int(pixels.shape[2])

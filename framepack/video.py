@@ -108,7 +108,9 @@ def check_output_path(
     """
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes and not path.is_dir():
-        raise UserError(f"output {path} must end in {', '.join(suffixes)}; e.g. {path.with_suffix(suffixes[0])}")
+        raise UserError(
+            f"output {path} must end in {', '.join(suffixes)}; e.g. {path.with_suffix(suffixes[0])}"
+        )
     if path.is_dir():
         raise UserError(f"output path {path} is a directory; give a file name such as {path / 'out.mp4'}")
     if path.exists() and not overwrite:
@@ -124,7 +126,9 @@ def check_output_path(
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".framepack-probe-"):
             pass
     except OSError as err:
-        raise UserError(f"cannot write in {parent} ({err.strerror or err}); choose another location") from None
+        raise UserError(
+            f"cannot write in {parent} ({err.strerror or err}); choose another location"
+        ) from None
     return path
 
 
@@ -217,6 +221,7 @@ def write_video(
     metadata: Mapping[str, Any] | None = None,
     preset: str = "medium",
     pad_odd: bool = True,
+    deterministic: bool = True,
 ) -> Path:
     """Write frames as an H.264 (libx264, yuv420p) video, atomically. Returns the path.
 
@@ -226,6 +231,8 @@ def write_video(
     metadata: settings stored as one JSON object in the container's `comment` tag.
     pad_odd: yuv420p needs even sizes; odd heights/widths are padded by one repeated row/column
         (true) or refused with a UserError (false).
+    deterministic: encode on one x264 thread, so the same frames give the same bytes (threaded
+        x264 gave different files, decoded up to 30 levels apart, for the same 64x64 frames).
     """
     frames = to_uint8_frames(frames)
     f, h, w, _ = frames.shape
@@ -247,7 +254,7 @@ def write_video(
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = {"crf": str(crf), "preset": preset} | ({"threads": "1"} if deterministic else {})
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

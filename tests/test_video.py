@@ -188,3 +188,10 @@ def test_read_image_modes(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 8x8 = 64 > 2 * 10: a "bomb"
     with pytest.raises(UserError, match="megapixels"):
         read_image(tmp_path / "a.png")
+
+
+def test_same_frames_same_file(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (24, 64, 64, 3), dtype=np.uint8)
+    a = video.write_video(tmp_path / "a.mp4", frames, 30, metadata={"seed": 1}).read_bytes()
+    for name in ("b.mp4", "c.mp4"):
+        assert video.write_video(tmp_path / name, frames, 30, metadata={"seed": 1}).read_bytes() == a
