@@ -191,7 +191,14 @@ def test_read_image_modes(tmp_path, monkeypatch):
 
 
 def test_same_frames_same_file(tmp_path):
-    frames = np.random.default_rng(0).integers(0, 255, (24, 64, 64, 3), dtype=np.uint8)
-    a = video.write_video(tmp_path / "a.mp4", frames, 30, metadata={"seed": 1}).read_bytes()
-    for name in ("b.mp4", "c.mp4"):
-        assert video.write_video(tmp_path / name, frames, 30, metadata={"seed": 1}).read_bytes() == a
+    """x264 reads the padding of the frames it is given: with libswscale's uninitialised padding,
+    1 write in about 8 of these demo frames gave another file (decoded up to 30 levels apart)."""
+    from framepack.options import GenerationOptions
+    from framepack.pipeline import FramePackPipeline
+
+    options = GenerationOptions(seconds=1.2, steps=2, seed=5, out=str(tmp_path / "demo.mp4"))
+    FramePackPipeline.from_pretrained("demo").generate(options, progress=False)
+    frames, _ = video.read_video(tmp_path / "demo.mp4")
+    first = video.write_video(tmp_path / "a.mp4", frames, 30, metadata={"seed": 1}).read_bytes()
+    for _ in range(16):
+        assert video.write_video(tmp_path / "b.mp4", frames, 30, metadata={"seed": 1}).read_bytes() == first

@@ -402,9 +402,9 @@ def train(
         model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=config.weight_decay
     )
 
-    if env.is_main:  # temporary files of a killed process: checkpoints and JSON half written
-        for tmp in [*paths.checkpoints.glob("*.safetensors.tmp"), *paths.root.glob(".*.tmp")]:
-            tmp.unlink(missing_ok=True)
+    if env.is_main:  # a killed process's temporary files: checkpoints, JSON and bundles half written
+        for tmp in [*paths.checkpoints.glob("*.tmp"), *paths.root.glob(".*.tmp"), *paths.root.glob(".*.old")]:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
     # -- resume ---------------------------------------------------------------------------------
     step, elapsed = 0, 0.0  # elapsed: training seconds before this process (kept across resumes)
