@@ -266,7 +266,7 @@ class Job:
             "window": self.spec.window,
             "prompts": self.cond.timeline.format(),
             "negative_prompt": o.negative_prompt,
-            "image": o.image or (self.spec.example_image if not o.no_image else None),
+            "image": o.image or (self.spec.example_image if not (o.no_image or o.extend) else None),
             "end_image": o.end_image,
             "keyframes": [[t, p] for t, p in o.keyframes],
             "extend": o.extend,
@@ -310,7 +310,7 @@ class Job:
         bar = Progress(len(self.plan), steps, enabled=progress, initial=start)
         stopped = False
         for section in self.plan.sections[start:]:
-            bar.start_section(section)
+            bar.start_section(self._section_label(section))
             if self.c.on_section_start is not None:
                 self.c.on_section_start()
             x = self.sample_section(section, latents, bar, callback, stop)
@@ -336,6 +336,14 @@ class Job:
         return GenerationResult(
             self.out, writer.frames, writer.frames / self.fps, stopped, latents, self.plan
         )
+
+    def _section_label(self, section: Section) -> str:
+        """Which section, in the output video's seconds, e.g. "section 2 of 8 (0.27-0.53 s)"."""
+        codec = self.c.codec
+        first = codec.num_frames(section.start) if section.start else 0
+        last = min(codec.num_frames(section.stop), self.frames) - 1
+        count = len(self.plan.sections)
+        return f"section {section.step + 1} of {count} ({first / self.fps:.2f}-{last / self.fps:.2f} s)"
 
     def _timeline(self) -> tuple[Tensor, Tensor]:
         """The latent timeline (1, C, T, h, w) on the CPU with the known frames filled in."""

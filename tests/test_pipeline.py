@@ -121,7 +121,11 @@ def test_multi_endpoint_prompt_anchors(tmp_path):
 
 
 def test_extend_video(tmp_path):
-    pipe = FramePackPipeline(tiny_components(plan="forward"))
+    from dataclasses import replace
+
+    comps = tiny_components(plan="forward")
+    example = write_image(tmp_path / "example.png", seed=3)
+    pipe = FramePackPipeline(replace(comps, spec=replace(comps.spec, example_image=example)))
     first = pipe.generate(make(tmp_path, seconds=1.0, out=str(tmp_path / "a.mp4")), progress=False)
     result = pipe.generate(
         GenerationOptions(extend=str(first.path), seconds=1.0, out=str(tmp_path / "b.mp4")), progress=False
@@ -132,6 +136,7 @@ def test_extend_video(tmp_path):
     assert len(frames) == 5 + 8
     diff = np.abs(frames[:5].astype(int) - before[-5:].astype(int)).mean()
     assert diff < 8  # the same frames, up to H.264 re-encoding
+    assert read_metadata(result.path)["image"] is None  # the model's example image was not used
 
 
 def test_released_mode_matches_official_layout(tmp_path):
