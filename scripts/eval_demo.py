@@ -35,7 +35,7 @@ import torch
 
 from framepack.data.world import PALETTE
 from framepack.data.world_script import camera_path, format_timeline
-from framepack.eval.camera import GAP, following
+from framepack.eval.camera import following
 from framepack.eval.metrics import motion, palette_share, psnr
 from framepack.model_bundle import Bundle, demo_path, load_bundle
 from framepack.packing import BASE_KERNEL, parse_schedule
@@ -381,7 +381,7 @@ def eval_switches(gen: Generator, bundle: Bundle, seed: int, seconds: float = 4.
         switch = round(timeline[1][0] * fps)
         matched = result["matched"]
         rows[text] = {
-            "before": round(float(matched[: switch - GAP].mean()), 3),
+            "before": round(float(matched[: switch - result["gap"]].mean()), 3),
             "after_one_section": round(float(matched[switch + section :].mean()), 3),
         }
     return {"timelines": rows, "after_one_section_min": min(r["after_one_section"] for r in rows.values())}
@@ -400,32 +400,63 @@ def window_stats(frames: np.ndarray, windows: int) -> dict[str, np.ndarray]:
     }
 
 
-def eval_minute(
-    gen: Generator, bundle: Bundle, seed: int, seconds: float, rollouts: int, windows: int = 10
-) -> dict:
-    """60-s rollouts from held-out start frames with their scripts' caption timelines (target 4),
-    compared window by window with the true videos of the same scripts (pooled over rollouts);
-    motion following in the first and last 15%; seams at latent and section boundaries (target 5)."""
+_MINUTE: dict = {}  # what forked rollout workers read (set before the pool starts)
+
+
+def _rollout(i: int) -> dict:
+    """One 60-s rollout of the minute test (in a worker process when --workers > 1)."""
     from framepack.data.world_script import prompted_velocity
     from framepack.eval.drift import seam_ratio, window_size
 
-    fps = bundle.meta.fps
+    gen, source, start = _MINUTE["gen"], _MINUTE["source"], _MINUTE["starts"][i]
+    seed, seconds, windows, fps = _MINUTE["seed"], _MINUTE["seconds"], _MINUTE["windows"], _MINUTE["fps"]
+    _, timeline = source.frames(i, [0])
+    wall = gen.wall
+    frames = gen(start, format_timeline(timeline), seconds, seed + i)
+    true = to_uint8_frames(source.frames(i, list(range(len(frames))))[0][None])
+    result = following(frames, prompted_velocity(timeline, len(frames), fps))
+    edge = window_size(result["pairs"], EDGE_SHARE)
+    change, settings = motion(frames), gen.last_settings
+    return {
+        "gen": window_stats(frames, windows),
+        "true": window_stats(true, windows),
+        "first": result["matched"][:edge].mean(),
+        "last": result["matched"][-edge:].mean(),
+        "latent": seam_ratio(change, settings["latent_boundaries"]),
+        "section": seam_ratio(change, settings["section_boundaries"]),
+        "plan": settings.get("plan"),
+        "wall": gen.wall - wall,
+    }
+
+
+def eval_minute(
+    gen: Generator,
+    bundle: Bundle,
+    seed: int,
+    seconds: float,
+    rollouts: int,
+    windows: int = 10,
+    workers: int = 1,
+) -> dict:
+    """60-s rollouts from held-out start frames with their scripts' caption timelines (target 4),
+    compared window by window with the true videos of the same scripts (pooled over rollouts);
+    motion following in the first and last 15%; seams at latent and section boundaries (target 5).
+    `workers` processes (forked, one thread each) share the rollouts."""
+    import multiprocessing
+
     source, starts = start_frames(bundle, rollouts, seed, seconds)
-    gen_stats, true_stats, first, last, seams = [], [], [], [], {"latent": [], "section": []}
-    for i, start in enumerate(starts):
-        _, timeline = source.frames(i, [0])
-        frames = gen(start, format_timeline(timeline), seconds, seed + i)
-        true = to_uint8_frames(source.frames(i, list(range(len(frames))))[0][None])
-        gen_stats.append(window_stats(frames, windows))
-        true_stats.append(window_stats(true, windows))
-        result = following(frames, prompted_velocity(timeline, len(frames), fps))
-        edge = window_size(result["pairs"], EDGE_SHARE)
-        first.append(result["matched"][:edge].mean())
-        last.append(result["matched"][-edge:].mean())
-        settings = gen.last_settings
-        change = motion(frames)
-        seams["latent"].append(seam_ratio(change, settings["latent_boundaries"]))
-        seams["section"].append(seam_ratio(change, settings["section_boundaries"]))
+    _MINUTE.update(gen=gen, source=source, starts=starts, seed=seed, seconds=seconds, windows=windows)
+    _MINUTE["fps"] = bundle.meta.fps
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            done = pool.map(_rollout, range(rollouts), chunksize=1)
+    else:
+        done = [_rollout(i) for i in range(rollouts)]
+    gen.wall += sum(d["wall"] for d in done)
+    gen.last_settings = {"plan": done[-1]["plan"]}
+    gen_stats, true_stats = [d["gen"] for d in done], [d["true"] for d in done]
+    first, last = [d["first"] for d in done], [d["last"] for d in done]
+    seams = {k: [d[k] for d in done] for k in ("latent", "section")}
     pooled = {k: np.mean([s[k] for s in gen_stats], axis=0) for k in gen_stats[0]}
     truth = {k: np.mean([s[k] for s in true_stats], axis=0) for k in true_stats[0]}
     palette_dev = np.abs(pooled["palette"] - truth["palette"]) / truth["palette"]
@@ -635,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="sections,captions,switches,minute", help="which parts to run")
     p.add_argument("--probe", action="store_true", help="also probe the use of context at high noise")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the minute's rollouts")
     p.add_argument("--card", type=Path, metavar="RUN_DIR", help="write the bundle's model card from this run")
     p.add_argument("--command", default="framepack train --preset demo --out RUN_DIR", help="for the card")
     p.add_argument("--limits", default="", help="for the card: what limits the missed targets")
@@ -666,7 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     if "switches" in parts:
         report["switches"] = eval_switches(gen, bundle, args.seed)
     if "minute" in parts:
-        report["minute"] = eval_minute(gen, bundle, args.seed, args.seconds, args.rollouts)
+        report["minute"] = eval_minute(
+            gen, bundle, args.seed, args.seconds, args.rollouts, workers=args.workers
+        )
     report["generation_wall_seconds"] = round(gen.wall, 1)
     return finish(report, args)
 
