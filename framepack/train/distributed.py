@@ -12,6 +12,7 @@ for checkpoints (`torch.distributed.checkpoint.state_dict`).
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class Distributed:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            atexit.register(_leave)  # a group left open can abort the process at exit (gloo)
         rank = dist.get_rank() if world > 1 else 0
         return cls(rank, world, local_rank, device)
 
@@ -64,6 +66,11 @@ class Distributed:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap(model: nn.Module, env: Distributed, strategy: str) -> nn.Module:
