@@ -567,7 +567,7 @@ def write_card(bundle_path: Path, run: Path, report: dict, command: str, limits:
         "",
         f"A small packed next-section model ({meta.height}x{meta.width} frames at {meta.fps:g} fps, window "
         f"{meta.window} latents, schedule `{meta.schedule}`, plan `{meta.default_plan}`, prediction "
-        f"`{meta.prediction}`) trained from scratch on the procedural world (framepack/data). It exists so "
+        f"`{meta.prediction}`) trained here, on 2 CPU cores, on the procedural world (framepack/data). It exists so "
         "that `framepack generate` runs on a CPU out of the box; it is not a general video model.",
         "",
         f"- trained with: `{command}` ({card['steps']} steps, {card['samples']} samples, {wall_min} min of "
