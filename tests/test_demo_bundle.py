@@ -4,11 +4,14 @@ card describes this bundle and the preset that trains it, and it generates a sho
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from framepack.cli import main
 from framepack.model_bundle import demo_path, load_bundle
 from framepack.train.config import PRESETS
 from framepack.video import read_video
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_bundle_is_small_and_matches_the_demo_preset():
@@ -17,9 +20,14 @@ def test_demo_bundle_is_small_and_matches_the_demo_preset():
     assert size <= 25_000_000  # the limit for package data
     bundle = load_bundle(path)
     trained = bundle.meta.training["config"]
-    preset = PRESETS["demo"].to_dict()
-    # the shipped weights come from the preset as it is now (json turns tuples into lists)
-    assert json.loads(json.dumps(preset)) == {**trained, "steps": preset["steps"]}
+    # the shipped weights: the demo preset, then the whole-token finetune of configs/ (docs/training.md)
+    recipe = json.loads((ROOT / "configs" / "demo-whole-token.json").read_text())
+    assert trained == recipe
+    preset = json.loads(json.dumps(PRESETS["demo"].to_dict()))  # json turns tuples into lists
+    finetune = {"lr", "cooldown_steps"}
+    assert {k: v for k, v in recipe.items() if k not in finetune} == {
+        k: v for k, v in preset.items() if k not in finetune
+    }
     assert bundle.meta.training["steps"] == preset["steps"]
     assert bundle.meta.window == preset["window"]
     assert bundle.codec.space_factor == preset["codec"]["space_factor"]
