@@ -602,7 +602,7 @@ def _caption_table(captions: dict | None) -> list[str]:
     lines = [
         "",
         f"Per caption ({captions['images']} held-out start frames, {captions['seconds']:g}-s videos; "
-        "following: share of frame pairs 4 apart whose measured motion is within 0.5 px/frame of "
+        "following: share of frame pairs 4 apart (2 for quick pans) whose measured motion is within 0.5 px/frame of "
         "the prompted one; true clips: the same measure on the world's own video):",
         "",
         "| caption | following | true clips | first 8 frames vs shifted image (dB) |",
