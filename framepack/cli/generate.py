@@ -8,9 +8,13 @@ API uses too.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from framepack.errors import UserError
 from framepack.options import PLANS, SAMPLERS, GenerationOptions, parse_keyframe
+
+if TYPE_CHECKING:
+    from framepack.components import LoadOptions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,16 +100,13 @@ def options_from_args(args: argparse.Namespace) -> GenerationOptions:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from framepack.pipeline import FramePackPipeline, LoadOptions
-    from framepack.runtime import check_threads, use_threads
+def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
+    """How to load the model (`--model-dir`, `--device`, `--bucket`, `--lora` ...), checked."""
+    from framepack.components import LoadOptions
 
-    options = options_from_args(args)
-    options.validate()
-    threads = check_threads(args.threads)
     if args.bucket is not None and not 16 <= args.bucket <= 4096:
         raise UserError(f"--bucket must be between 16 and 4096 pixels, got {args.bucket}")
-    load = LoadOptions(
+    return LoadOptions(
         model_dir=args.model_dir,
         device=args.device,
         dtype=args.dtype,
@@ -114,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
         teacache=args.teacache,
         loras=list(args.lora),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from framepack.pipeline import FramePackPipeline
+    from framepack.runtime import check_threads, use_threads
+
+    options = options_from_args(args)
+    options.validate()
+    threads = check_threads(args.threads)
+    load = load_options_from_args(args)
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, load)
     result = pipe.generate(options, progress=not args.quiet)

@@ -65,22 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add(queue: Any, args: argparse.Namespace) -> int:
-    from framepack.cli.generate import options_from_args
-    from framepack.components import LoadOptions
+    from framepack.cli.generate import load_options_from_args, options_from_args
 
     if args.threads is not None:
         raise UserError("--threads: give it to `framepack queue run`, which runs the job")
-    if args.bucket is not None and not 16 <= args.bucket <= 4096:
-        raise UserError(f"--bucket must be between 16 and 4096 pixels, got {args.bucket}")
-    load = LoadOptions(
-        model_dir=args.model_dir,
-        device=args.device,
-        dtype=args.dtype,
-        low_vram=args.low_vram,
-        bucket=args.bucket,
-        teacache=args.teacache,
-        loras=list(args.lora),
-    )
+    load = load_options_from_args(args)
     job = queue.add(options_from_args(args), model=args.model, load=load, front=args.front)
     print(f"{job.id}: queued -> {queue.video(job)}")
     return 0
