@@ -272,3 +272,26 @@ def test_unavailable_backend_logs_once_and_falls_back(caplog, monkeypatch):
     torch.testing.assert_close(out, expected)
     with pytest.raises(ValueError, match="attention_backend"):
         model.set_attention_backend("magic")
+
+
+def test_output_mlp_starts_as_the_linear_head(tmp_path):
+    """add_output_mlp keeps the output bit for bit, saves and loads, and its zero layer trains."""
+    g = torch.Generator().manual_seed(8)
+    cond = _conditions(TINY, 1, g)
+    latents = torch.randn(1, 4, 2, 8, 8, generator=g)
+    idx = torch.tensor([[0, 1]])
+    model = _model()
+    with torch.no_grad():
+        before = model(latents, latent_indices=idx, **cond)
+        model.add_output_mlp(64)
+        assert torch.equal(model(latents, latent_indices=idx, **cond), before)
+    with pytest.raises(ValueError, match="already"):
+        model.add_output_mlp(64)
+    assert model.config.head_hidden == 64 and "head_hidden" not in TINY.to_dict()
+    model.save_pretrained(tmp_path)
+    loaded = PackedTransformer.from_pretrained(tmp_path)
+    assert loaded.config.head_hidden == 64
+    # The zero last layer still gets a gradient, so training moves the head off the linear one.
+    model.train()
+    model(latents, latent_indices=idx, **cond).square().mean().backward()
+    assert model.proj_out_mlp[2].weight.grad.abs().sum() > 0

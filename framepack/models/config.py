@@ -55,6 +55,10 @@ class TransformerConfig:
     image_proj_dim: int = 1152
     has_clean_x_embedder: bool = True
     clean_kernels: tuple[Kernel, ...] = DEFAULT_CLEAN_KERNELS
+    # Ours: width of a per-token MLP added to the linear output projection (0 = the released
+    # linear head). A linear head from D to p*p*C values confines each token's output to a
+    # D-dimensional subspace; the small demo's pixel tokens need more (docs/training.md).
+    head_hidden: int = 0
 
     def __post_init__(self) -> None:
         # Normalise JSON lists to tuples so configs compare and hash by value.
@@ -74,7 +78,7 @@ class TransformerConfig:
                 raise ValueError(
                     f"TransformerConfig.{name} must be a positive integer, got {getattr(self, name)!r}"
                 )
-        for name in ("num_layers", "num_single_layers", "num_refiner_layers"):
+        for name in ("num_layers", "num_single_layers", "num_refiner_layers", "head_hidden"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TransformerConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.patch_size_t != 1:
@@ -131,6 +135,8 @@ class TransformerConfig:
         kernels = data.pop("clean_kernels")
         if self.clean_kernels != DEFAULT_CLEAN_KERNELS:
             data["clean_kernels"] = [list(k) for k in kernels]
+        if not self.head_hidden:  # released configs carry no such key
+            data.pop("head_hidden")
         return data
 
     @classmethod

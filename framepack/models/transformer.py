@@ -100,6 +100,7 @@ class PackedTransformer(nn.Module):
         self.norm_out = OutputNorm(dim)
         p = config.patch_size
         self.proj_out = nn.Linear(dim, config.patch_size_t * p * p * config.out_channels)
+        self.proj_out_mlp = self._output_mlp(config.head_hidden) if config.head_hidden else None
         self.gradient_checkpointing = False
         self.set_attention_backend(attention_backend)
 
@@ -148,6 +149,27 @@ class PackedTransformer(nn.Module):
             conv.bias.copy_(source.bias)
         self.config = new_config
 
+    def _output_mlp(self, hidden: int) -> nn.Sequential:
+        """Per-token MLP D -> hidden -> p*p*C beside `proj_out`; its last layer starts at zero."""
+        dim, out = self.proj_out.in_features, self.proj_out.out_features
+        mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out))
+        nn.init.zeros_(mlp[2].weight)
+        nn.init.zeros_(mlp[2].bias)
+        return mlp.to(device=self.proj_out.weight.device, dtype=self.proj_out.weight.dtype)
+
+    def add_output_mlp(self, hidden: int) -> None:
+        """Add a per-token MLP head of width `hidden` beside the linear `proj_out`.
+
+        Its last layer starts at zero, so the model computes exactly what it did before; training
+        then lets each token's output leave the D-dimensional subspace a linear head confines it to.
+        """
+        if self.proj_out_mlp is not None:
+            raise ValueError(f"the model already has an output MLP (width {self.config.head_hidden})")
+        if hidden < 1:
+            raise ValueError(f"output MLP width must be >= 1, got {hidden}")
+        self.proj_out_mlp = self._output_mlp(hidden)
+        self.config = self.config.replace(head_hidden=hidden)
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -194,7 +216,9 @@ class PackedTransformer(nn.Module):
             x = self._run(block, x, temb, mask, joint_rope, self._attend)
 
         x = x[:, n_video - n_noisy : n_video]  # (B, T*h'*w', D) noisy tokens only
-        x = self.proj_out(self.norm_out(x, temb))  # (B, T*h'*w', p*p*C)
+        x = self.norm_out(x, temb)
+        out = self.proj_out(x)  # (B, T*h'*w', p*p*C)
+        x = out if self.proj_out_mlp is None else out + self.proj_out_mlp(x)
         x = x.reshape(b, t, h // p, w // p, -1, 1, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return x.reshape(b, -1, t, h, w)
 

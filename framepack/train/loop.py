@@ -194,6 +194,16 @@ def load_init(
         )
     for kernel in add_levels:
         model.transformer.add_clean_level(tuple(kernel))
+    head = int(config.model_overrides.get("head_hidden", 0))
+    have = model.transformer.config.head_hidden
+    if head and not have:  # a finetune that adds the MLP head (starts as the linear one)
+        with seeded(config.seed):
+            model.transformer.add_output_mlp(head)
+    elif head != have:
+        raise UserError(
+            f"--init {path}: the model's output MLP is {have} wide, the config asks for {head}; "
+            f"set model_overrides.head_hidden to {have}"
+        )
     return model, codec
 
 
