@@ -2,13 +2,16 @@
 
 `FramePackPipeline.from_pretrained(model)` loads a model (the bundled demo, the released
 HunyuanVideo checkpoints, or a model folder); `pipe.generate(options)` runs a job. The CLI
-(`framepack generate`) and the Python API both call `generate`; nothing else re-implements it.
+(`framepack generate`), the queue and the web UI all call `generate`; nothing else re-implements
+it. The pieces live in their own modules: the section plan (framepack.plans), a section's packed
+context (framepack.context), sampling (framepack.sampling), the per-section files that make a job
+resumable (framepack.resume) and decoding + writing (framepack.writer).
 
-A job is never lost: after every section the generated latents are saved (one small file per
-section next to the video) with the plan position, and the MP4 is rewritten atomically. A job
-stopped by Ctrl-C or SIGTERM (after the current step), or killed, is finished by running the
-same command with `--resume`, and the result equals an uninterrupted run: the noise of each
-section derives from (seed, section), never from a shared stream.
+A job is never lost: after every section its latents are saved (one small file per section next
+to the video) with the plan position, and the MP4 is rewritten atomically. A job stopped by
+Ctrl-C or SIGTERM (after the current step), or killed, is finished by running the same command
+with `--resume`, and the result equals an uninterrupted run: the noise of each section derives
+from (seed, section), never from a shared stream.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,63 +32,65 @@ from torch import Tensor
 from framepack import __version__
 from framepack.components import Components, LoadOptions, load_components
 from framepack.conditioning import latent_time, prepare
+from framepack.context import STRATEGY_LAYOUT, released_context, section_context
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
-from framepack.packing import PackedContext, PackedLevel, pack, parse_schedule
-from framepack.plans import Anchor, Plan, Section, make_plan
+from framepack.packing import PackedContext, parse_schedule
+from framepack.plans import Anchor, Plan, Section, plan_for_length
 from framepack.progress import Progress
-from framepack.resume import (
-    ResumeState,
-    StopFlag,
-    load_part,
-    load_state,
-    parts_path,
-    resume_path,
-    save_part,
-    save_state,
-    section_generator,
-)
+from framepack.resume import SectionFiles, StopFlag, parts_path, resume_path, section_generator
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
-from framepack.video import (
-    VIDEO_SUFFIXES,
-    check_output_path,
-    remove_litter,
-    sidecar_path,
-    write_sidecar,
-    write_video,
-)
+from framepack.video import VIDEO_SUFFIXES, check_output_path, remove_litter, sidecar_path
+from framepack.writer import VideoFile, VideoWriter
 
-# Zero padding continues the history on the side where the plan's history lies (as in training,
-# framepack/train/layouts.py): before the section going forward, after it going backward.
-PAD_SIDE = {"forward": "before", "inverted": "after"}
-# The training layout (framepack/train/layouts.py) whose contexts a plan's sections see.
-PLAN_LAYOUT = {
-    "forward": "forward",
-    "inverted": "inverted",
-    "endpoints": "endpoints",
-    "multi-endpoint": "endpoints",
-}
 logger = logging.getLogger(__name__)
 
-# An in-progress MP4 is rewritten after a section unless less than WRITE_THROTTLE times the
-# last write's cost has passed since it: writing takes at most 1 / (1 + WRITE_THROTTLE) of the
-# time however long the video grows (the resume data is saved after every section regardless).
-WRITE_THROTTLE = 3.0
+OUTPUT_TYPES = ("mp4", "pt", "np", "pil")
 
-StepCallback = Callable[[Section, int, Tensor], None]  # (section, step, x0 estimate)
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the step callback receives after every sampler step.
+
+    section: the section being sampled (framepack.plans.Section); sections: how many the plan
+    has; step: 0-based step of `steps`; sigma: the noise level the step started from;
+    x0: the current clean estimate of the section's latents (1, C, n, h, w).
+    """
+
+    section: Section
+    sections: int
+    step: int
+    steps: int
+    sigma: float
+    x0: Tensor
+
+
+StepCallback = Callable[[StepInfo], None]
 
 
 @dataclass
 class GenerationResult:
-    """What a job produced. `latents` (1, C, T, h, w) are the whole timeline (zeros where not
-    generated when `stopped`)."""
+    """What a job produced.
 
-    path: Path
+    path: the video written (None with an `output_type` other than "mp4"); frames, seconds: its
+    length; stopped: True when stopped before the end (resume with `resume=True`); latents:
+    (1, C, T, h, w), the whole timeline (zeros where not generated when stopped); plan: the
+    section plan; video: the frames when asked for by `output_type` ("pt": float tensor
+    (F, 3, H, W) in [0, 1]; "np": float32 array (F, H, W, 3) in [0, 1]; "pil": list of images),
+    else None.
+    """
+
+    path: Path | None
     frames: int
     seconds: float
     stopped: bool
     latents: Tensor
     plan: Plan
+    video: Any = None
+
+
+class SectionStopped(Exception):
+    """Raised from the step callback to leave a section when a stop was asked for."""
 
 
 class FramePackPipeline:
@@ -109,19 +113,55 @@ class FramePackPipeline:
         self,
         options: GenerationOptions | None = None,
         *,
+        generator: torch.Generator | None = None,
+        output_type: str = "mp4",
         progress: bool = True,
         callback: StepCallback | None = None,
         stop: StopFlag | None = None,
         **overrides: Any,
     ) -> GenerationResult:
-        """Run one job. `overrides` set fields of `GenerationOptions` (e.g. `prompt="..."`)."""
+        """Run one job. `overrides` set fields of `GenerationOptions` (e.g. `prompt="..."`).
+
+        generator: instead of `seed`, draw the job seed from this generator (the seed drawn is
+        recorded in the settings, so the job can be resumed and repeated). output_type: "mp4"
+        writes the video file (resumable); "pt", "np" or "pil" return its frames in
+        `result.video` and write no file. callback: called with a `StepInfo` after every step.
+        """
         options = dataclasses.replace(options or GenerationOptions(), **overrides)
+        if generator is not None:
+            options = dataclasses.replace(options, seed=draw_seed(generator))
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type != "mp4" and (options.resume or options.out):
+            raise UserError(f"output_type {output_type!r} writes no file; drop out= and resume=")
         options.validate()
-        job = Job(self.components, options)
+        job = Job(self.components, options, write_files=output_type == "mp4")
         if stop is not None:
-            return job.run(stop, progress=progress, callback=callback)
-        with StopFlag() as flag:
-            return job.run(flag, progress=progress, callback=callback)
+            result = job.run(stop, progress=progress, callback=callback)
+        else:
+            with StopFlag() as flag:
+                result = job.run(flag, progress=progress, callback=callback)
+        if output_type != "mp4":
+            result.video = convert_frames(job.pixels, output_type)
+        return result
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A job seed (63-bit) drawn from `generator`."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+
+
+def convert_frames(pixels: Tensor, output_type: str) -> Any:
+    """Pixels (1, 3, F, H, W) in about [-1, 1] -> the frames of `output_type` (see GenerationResult)."""
+    frames = ((pixels[0].clamp(-1, 1) + 1) / 2).permute(1, 0, 2, 3)  # (F, 3, H, W) in [0, 1]
+    if output_type == "pt":
+        return frames
+    array = frames.permute(0, 2, 3, 1).numpy().astype("float32")  # (F, H, W, 3)
+    if output_type == "np":
+        return array
+    from PIL import Image
+
+    return [Image.fromarray((frame * 255).round().astype("uint8")) for frame in array]
 
 
 def check_job_files(out: Path, overwrite: bool) -> None:
@@ -151,36 +191,45 @@ def default_output_path() -> Path:
 class Job:
     """One generation job: its conditioning, plan, latent timeline and files."""
 
-    def __init__(self, components: Components, options: GenerationOptions) -> None:
-        self.c = components
+    def __init__(self, components: Components, options: GenerationOptions, *, write_files: bool = True) -> None:
+        self.components = components
         self.spec = components.spec
         if options.cfg is None:  # the model's default guidance on the prompt
             options = dataclasses.replace(options, cfg=self.spec.cfg)
         self.options = options
         self.fps = options.fps or self.spec.fps
-        self.out = Path(options.out) if options.out else default_output_path()
-        if options.resume:
-            if options.out is None:
-                raise UserError("--resume needs --out: the video whose job should be finished")
-        else:
-            self.out.parent.mkdir(parents=True, exist_ok=True) if options.out is None else None
-            check_output_path(self.out, options.overwrite, VIDEO_SUFFIXES)
-            check_job_files(self.out, options.overwrite)
+        self.out = self._output_path() if write_files else None
         self.prompt_times = self._prompt_times()  # before the prompts are encoded
         self.cond = prepare(components, options)
+        self.schedule = parse_schedule(self.spec.schedule) if self.spec.mode != "released" else None
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
-        self.parts = parts_path(self.out)
-        for path in (self.out, sidecar_path(self.out), resume_path(self.out)):  # a kill's leftovers
-            remove_litter(path)
-        for tmp in self.parts.glob(".section_*.tmp*"):  # the parts folder is the job's own
-            tmp.unlink(missing_ok=True)
+        self.files = SectionFiles(self.out) if self.out is not None else None
+        self.pixels: Tensor | None = None  # the decoded video, kept by jobs that write no file
+        if self.files is not None:  # a kill's leftovers
+            for path in (self.out, sidecar_path(self.out), resume_path(self.out)):
+                remove_litter(path)
+            self.files.remove_litter()
 
     # ------------------------------------------------------------------ set-up
 
+    def _output_path(self) -> Path:
+        """The video to write, checked before any work (UserError)."""
+        o = self.options
+        out = Path(o.out) if o.out else default_output_path()
+        if o.resume:
+            if o.out is None:
+                raise UserError("--resume needs --out: the video whose job should be finished")
+            return out
+        if o.out is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        check_output_path(out, o.overwrite, VIDEO_SUFFIXES)
+        check_job_files(out, o.overwrite)
+        return out
+
     def _plan(self) -> tuple[Plan, int]:
         """The section plan and the exact number of output frames."""
-        codec, cond, spec = self.c.codec, self.cond, self.spec
+        codec, cond, spec = self.components.codec, self.cond, self.spec
         strategy = self.options.plan or spec.plan
         if cond.existing is not None and strategy not in ("forward", "endpoints"):
             raise UserError(f"--extend continues a video forward; use --plan forward (not {strategy})")
@@ -189,7 +238,7 @@ class Job:
                 f"--seconds {self.options.seconds:g} is shorter than one frame at {self.fps:g} fps; "
                 f"ask for at least {1 / self.fps:.3g} s"
             )
-        needs = PLAN_LAYOUT.get(strategy)
+        needs = STRATEGY_LAYOUT.get(strategy)
         if spec.layouts and needs not in spec.layouts:
             logger.warning(
                 "model %s was trained for %s sections only; --plan %s asks for %s sections and "
@@ -197,27 +246,16 @@ class Job:
                 spec.name, "/".join(spec.layouts), strategy, needs, spec.plan,
             )  # fmt: skip
         frames = round(self.options.seconds * self.fps) + cond.existing_frames
-        total = max(codec.num_latents(max(frames, 1)), 2)
-        existing = 0 if cond.existing is None else cond.existing.shape[2]
-        anchors = self._anchors()
-        kwargs: dict[str, Any] = {}
-        if spec.mode == "released":
-            # Enough whole sections to cover the requested frames; the video is then trimmed to
-            # exactly that length. (The official demo rounds, num_sections(), and may end short.)
-            prefix = existing or 1
-            kwargs["sections"] = max(1, math.ceil((total - prefix) / spec.window))
-        else:
-            kwargs["total"] = max(total, existing + 1 + len(cond.keyframes) + (cond.end is not None))
         try:
-            plan = make_plan(
+            plan = plan_for_length(
                 strategy,
+                max(codec.num_latents(max(frames, 1)), 2),
                 window=spec.window,
                 mode=spec.mode,
                 start_image=cond.start is not None,
                 end_image=cond.end is not None,
-                existing=existing,
-                anchors=anchors,
-                **kwargs,
+                existing=0 if cond.existing is None else cond.existing.shape[2],
+                anchors=self._anchors(),
             )
         except ValueError as err:
             raise UserError(f"--plan {strategy} with model {spec.name}: {err}") from None
@@ -233,12 +271,12 @@ class Job:
         for i, (t, _) in enumerate(entries):
             if i == 0:  # the first prompt starts the video: no anchor
                 continue
-            at = latent_time(self.c, t, self.fps)
+            at = latent_time(self.components, t, self.fps)
             if at in prompts:
-                first = entries[prompts[at]][0]
+                first, tf = entries[prompts[at]][0], self.components.codec.time_factor
                 raise UserError(
                     f"--prompts: entries at {first:g}s and {t:g}s fall on the same latent frame "
-                    f"({self.c.codec.time_factor} frames = {self.c.codec.time_factor / self.fps:.3g} s); "
+                    f"({tf} frames = {tf / self.fps:.3g} s); "
                     "space them further apart"
                 )
             prompts[at] = i
@@ -287,7 +325,7 @@ class Job:
     def _boundaries(self) -> dict[str, Any]:
         """First frames of every section and every latent after the first (`framepack eval
         drift` measures the seams there), in frames of the output video."""
-        codec, frames = self.c.codec, self.frames
+        codec, frames = self.components.codec, self.frames
         first = sorted({codec.num_frames(s.start) for s in self.plan.sections if s.start > 0})
         return {
             "section_frames": codec.time_factor * self.spec.window,
@@ -301,173 +339,123 @@ class Job:
     # ------------------------------------------------------------------ the loop
 
     def run(self, stop: StopFlag, *, progress: bool, callback: StepCallback | None) -> GenerationResult:
+        """Sample the plan's sections in order, keeping each as it lands (Sec. 3's loop)."""
         latents, done = self._timeline()
-        writer = VideoWriter(self)
+        writer = self._writer()
         start = self._resume(latents, done, writer) if self.options.resume else 0
         steps = self.settings["steps"]
-        if self.c.on_job_start is not None:
-            self.c.on_job_start(tuple(latents.shape[3:]), steps)
+        if self.components.on_job_start is not None:
+            self.components.on_job_start(tuple(latents.shape[3:]), steps)
         bar = Progress(len(self.plan), steps, enabled=progress, initial=start)
         stopped = False
         for section in self.plan.sections[start:]:
             bar.start_section(self._section_label(section))
-            if self.c.on_section_start is not None:
-                self.c.on_section_start()
-            x = self.sample_section(section, latents, bar, callback, stop)
-            if x is None:
+            if self.components.on_section_start is not None:
+                self.components.on_section_start()
+
+            def on_step(info: StepInfo) -> None:
+                self._on_step(info, bar, callback, stop)
+
+            x = self.sample_section(section, latents, on_step)
+            if x is None:  # stopped mid-section
                 stopped = True
                 break
-            latents[:, :, section.start : section.stop] = x
-            done[section.start : section.stop] = True
-            self._save_part(section, x)
-            writer.add(latents, done, section)
-            writer.write(latents, done, final=section is self.plan.sections[-1])
+            self._keep(section, x, latents, done, writer)
             bar.end_section()
             if stop:
                 stopped = section is not self.plan.sections[-1]
                 break
         bar.close()
-        if stopped or start == len(self.plan.sections):
-            # stopped: keep what was made; all sections saved before this run (killed in the
-            # finishing window): write the whole video before the resume data goes
-            writer.write(latents, done, final=True)
-        if not stopped:
-            self._cleanup()
+        self._finish(latents, done, writer, stopped, resumed_done=start == len(self.plan.sections))
         return GenerationResult(
             self.out, writer.frames, writer.frames / self.fps, stopped, latents, self.plan
         )
 
-    def _section_label(self, section: Section) -> str:
-        """Which section, in the output video's seconds, e.g. "section 2 of 8 (0.27-0.53 s)"."""
-        codec = self.c.codec
-        first = codec.num_frames(section.start) if section.start else 0
-        last = min(codec.num_frames(section.stop), self.frames) - 1
-        count = len(self.plan.sections)
-        return f"section {section.step + 1} of {count} ({first / self.fps:.2f}-{last / self.fps:.2f} s)"
-
-    def _timeline(self) -> tuple[Tensor, Tensor]:
-        """The latent timeline (1, C, T, h, w) on the CPU with the known frames filled in."""
-        cond, c = self.cond, self.c
-        h, w = (s // c.codec.space_factor for s in cond.size)
-        shape = (1, c.codec.latent_channels, self.plan.total, h, w)
-        latents = torch.zeros(shape)
-        done = torch.zeros(self.plan.total, dtype=torch.bool)
-        if cond.existing is not None:
-            latents[:, :, : cond.existing.shape[2]] = cond.existing
-        elif cond.start is not None:
-            latents[:, :, :1] = cond.start
-        for t, lat in cond.keyframes.items():
-            latents[:, :, t : t + 1] = lat
-        if cond.end is not None:
-            latents[:, :, -1:] = cond.end
-        done[list(self.plan.known)] = True
-        return latents, done
-
     def sample_section(
-        self,
-        section: Section,
-        latents: Tensor,
-        bar: Progress,
-        callback: StepCallback | None,
-        stop: StopFlag,
+        self, section: Section, latents: Tensor, on_step: StepCallback | None = None
     ) -> Tensor | None:
-        """Sample one section's latents (1, C, n, h, w); None if stopped mid-section."""
-        c, spec, o = self.c, self.spec, self.options
-        n = section.stop - section.start
-        context = self.context(section, latents)
+        """Sample one section's latents (1, C, n, h, w) from its (seed, section) noise, given the
+        timeline `latents` (1, C, T, h, w); None if `on_step` stopped it (SectionStopped)."""
+        c = self.components
+        velocity = self._velocity(section, self.context(section, latents))
+        sigmas = self._sigmas(latents.shape[3:])
+        noise_shape = (1, latents.shape[1], section.stop - section.start, *latents.shape[3:])
+        noise = torch.randn(noise_shape, generator=section_generator(self.options.seed, section.start))
+
+        def report(step: int, x: Tensor, x0: Tensor) -> None:
+            if on_step is not None:
+                info = StepInfo(section, len(self.plan), step, len(sigmas) - 1, float(sigmas[step]), x0)
+                on_step(info)
+
+        sampler = sample_unipc if self.options.sampler == "unipc" else sample_euler
+        try:
+            x = sampler(velocity, noise.to(c.device), sigmas.to(c.device), callback=report)
+        except SectionStopped:
+            return None
+        return x.float().cpu()
+
+    def _on_step(self, info: StepInfo, bar: Progress, callback: StepCallback | None, stop: StopFlag) -> None:
+        """After each step: progress, the user's callback, previews, and stop requests."""
+        bar.step()
+        if callback is not None:
+            callback(info)
+        if self.options.preview:
+            write_preview(self, info.section, info.step, info.x0)
+        if stop and info.step < info.steps - 1:
+            raise SectionStopped
+
+    def _velocity(self, section: Section, context: PackedContext) -> Callable[[Tensor, float], Tensor]:
+        """The section's guided velocity v(x (1, C, n, h, w), sigma), its conditioning closed over."""
+        c, spec, o = self.components, self.spec, self.options
         target = torch.tensor([section.latent_indices], dtype=torch.int64, device=c.device)
-        prompt = self.cond.prompts[section.prompt].to(c.device, c.dtype)
         image = self.cond.image_embeds
-        if section.image is not None and section.image < len(self.plan.anchors):
-            image = self.cond.keyframe_embeds.get(self.plan.anchors[section.image].time, image)
+        if section.image_anchor is not None and section.image_anchor < len(self.plan.anchors):
+            image = self.cond.keyframe_embeds.get(self.plan.anchors[section.image_anchor].time, image)
         image = None if image is None else image.to(c.device, c.dtype)
-        guidance_value = self.settings["guidance"]
-        guidance = (
-            None if guidance_value is None else torch.full((1,), guidance_value * 1000.0, device=c.device)
-        )
+        value = self.settings["guidance"]
+        guidance = None if value is None else torch.full((1,), value * 1000.0, device=c.device)
 
         def velocity_for(embeds: Any) -> Callable[[Tensor, float], Tensor]:
             def velocity(x: Tensor, sigma: float) -> Tensor:
                 t = torch.full((1,), sigma * 1000.0, device=c.device, dtype=c.dtype)
                 with torch.no_grad():
-                    v = c.transformer(
-                        x.to(c.dtype),
-                        t,
-                        embeds.states,
-                        embeds.mask,
-                        embeds.pooled,
-                        target,
-                        context=context,
-                        image_embeds=image,
-                        guidance=guidance,
-                    ).float()
-                return x0_to_velocity(x, v, sigma) if spec.prediction == "x0" else v
+                    out = c.transformer(
+                        x.to(c.dtype), t, embeds.states, embeds.mask, embeds.pooled, target,
+                        context=context, image_embeds=image, guidance=guidance,
+                    ).float()  # fmt: skip
+                return x0_to_velocity(x, out, sigma) if spec.prediction == "x0" else out
 
             return velocity
 
-        negative = None if self.cond.negative is None else self.cond.negative.to(c.device, c.dtype)
-        velocity = cfg_velocity(
-            velocity_for(prompt),
-            velocity_for(negative) if negative else velocity_for(prompt),
-            o.cfg,
-            o.cfg_rescale,
-        )
-        h, w = latents.shape[3:]
-        shift = self.settings["shift"]
-        steps = self.settings["steps"]
-        sigmas = (
-            get_sigmas(steps, shift=shift) if shift else get_sigmas(steps, seq_len=spec.window * h * w // 4)
-        )
-        generator = section_generator(o.seed, section.start)
-        noise = torch.randn((1, latents.shape[1], n, h, w), generator=generator).to(c.device)
+        prompt = self.cond.prompts[section.prompt].to(c.device, c.dtype)
+        negative = prompt if self.cond.negative is None else self.cond.negative.to(c.device, c.dtype)
+        return cfg_velocity(velocity_for(prompt), velocity_for(negative), o.cfg, o.cfg_rescale)
 
-        class Stopped(Exception):
-            pass
-
-        def on_step(step: int, x: Tensor, x0: Tensor) -> None:
-            bar.step()
-            if callback is not None:
-                callback(section, step, x0)
-            if o.preview:
-                write_preview(self, section, step, x0)
-            if stop and step < len(sigmas) - 2:
-                raise Stopped
-
-        sampler = sample_unipc if o.sampler == "unipc" else sample_euler
-        try:
-            x = sampler(velocity, noise, sigmas.to(c.device), callback=on_step)
-        except Stopped:
-            return None
-        return x.float().cpu()
+    def _sigmas(self, latent_hw: tuple[int, int]) -> Tensor:
+        """The noise levels, 1 -> 0 (`steps` + 1 values): the fixed shift, or one from the size."""
+        steps, shift = self.settings["steps"], self.settings["shift"]
+        if shift:
+            return get_sigmas(steps, shift=shift)
+        h, w = latent_hw
+        return get_sigmas(steps, seq_len=self.spec.window * h * w // 4)
 
     def context(self, section: Section, latents: Tensor) -> PackedContext:
-        """The section's packed clean context, from the latent timeline."""
-        device, dtype = self.c.device, self.c.dtype
+        """The section's packed clean context from the latent timeline (framepack.context)."""
+        device, dtype = self.components.device, self.components.dtype
         if section.levels:  # released layouts, index for index
-            levels = []
-            for lv in section.levels:
-                frames = [
-                    latents[:, :, f] if f is not None else torch.zeros_like(latents[:, :, 0])
-                    for f in lv.frames
-                ]
-                lat = torch.stack(frames, dim=2)
-                idx = torch.tensor([lv.indices], dtype=torch.int64)
-                levels.append(PackedLevel(lv.kernel, lat, idx))
-            return PackedContext(tuple(levels)).to(device, dtype)
-        schedule = parse_schedule(self.spec.schedule)
+            return released_context(latents, section.levels).to(device, dtype)
         hist = list(section.history)  # nearest first
-        if schedule.ranking == "time":  # only the nearest frames can be chosen: keep per-section work flat
-            hist = hist[: schedule.capacity]
-        anchors = list(section.anchors)
-        anchor_idx = [self._anchor_index(a, section) for a in anchors]
-        ctx = pack(
-            latents[:, :, hist],
-            torch.tensor([hist], dtype=torch.int64).reshape(1, len(hist)),
-            torch.tensor([section.latent_indices], dtype=torch.int64),
-            schedule,
-            anchors=latents[:, :, anchors] if anchors else None,
-            anchor_indices=torch.tensor([anchor_idx], dtype=torch.int64) if anchors else None,
-            pad_side=PAD_SIDE.get(self.plan.strategy, "auto"),
+        if self.schedule.ranking == "time":  # only the nearest frames can be chosen: keep per-section work flat
+            hist = hist[: self.schedule.capacity]
+        ctx = section_context(
+            latents,
+            torch.arange(latents.shape[2]),
+            hist,
+            section.latent_indices,
+            self.schedule,
+            STRATEGY_LAYOUT.get(self.plan.strategy, "endpoints"),
+            anchors=section.anchors,
+            anchor_times=[self._anchor_index(a, section) for a in section.anchors],
         )
         return ctx.to(device, dtype)
 
@@ -480,21 +468,64 @@ class Job:
             return max(frame, section.start - gap)
         return min(frame, section.stop - 1 + gap)
 
-    # ------------------------------------------------------------------ files
+    def _section_label(self, section: Section) -> str:
+        """Which section, in the output video's seconds, e.g. "section 2 of 8 (0.27-0.53 s)"."""
+        codec = self.components.codec
+        first = codec.num_frames(section.start) if section.start else 0
+        last = min(codec.num_frames(section.stop), self.frames) - 1
+        count = len(self.plan.sections)
+        return f"section {section.step + 1} of {count} ({first / self.fps:.2f}-{last / self.fps:.2f} s)"
 
-    def _save_part(self, section: Section, x: Tensor) -> None:
-        """Save the section's latents (its own small file), then the job state pointing past it."""
-        self.parts.mkdir(parents=True, exist_ok=True)
-        save_part(self.parts / f"section_{section.step:05d}.safetensors", x)
-        save_state(
-            resume_path(self.out),
-            ResumeState(
-                history=torch.zeros(0),
-                next_section=section.step + 1,
-                settings=self.settings,
-                seed=self.options.seed,
-            ),
-        )
+    # ------------------------------------------------------------------ the timeline and files
+
+    def _timeline(self) -> tuple[Tensor, Tensor]:
+        """The latent timeline (1, C, T, h, w) on the CPU with the known frames filled in, and
+        which frames are known (T,) bool."""
+        cond, codec = self.cond, self.components.codec
+        h, w = (s // codec.space_factor for s in cond.size)
+        latents = torch.zeros((1, codec.latent_channels, self.plan.total, h, w))
+        done = torch.zeros(self.plan.total, dtype=torch.bool)
+        if cond.existing is not None:
+            latents[:, :, : cond.existing.shape[2]] = cond.existing
+        elif cond.start is not None:
+            latents[:, :, :1] = cond.start
+        for t, lat in cond.keyframes.items():
+            latents[:, :, t : t + 1] = lat
+        if cond.end is not None:
+            latents[:, :, -1:] = cond.end
+        done[list(self.plan.known)] = True
+        return latents, done
+
+    def _writer(self) -> VideoWriter:
+        c = self.components
+        file = VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames) if self.out else None
+        return VideoWriter(c.codec, c.device, self.spec.window, file)
+
+    def _keep(self, section: Section, x: Tensor, latents: Tensor, done: Tensor, writer: VideoWriter) -> None:
+        """Put a sampled section on the timeline, save it (resumable) and update the video."""
+        latents[:, :, section.start : section.stop] = x
+        done[section.start : section.stop] = True
+        if self.files is not None:
+            self.files.save(section.step, x, self.settings, self.options.seed)
+        writer.add(latents, done, section.start, section.stop)
+        if self.files is not None:
+            writer.write(latents, done, final=section is self.plan.sections[-1])
+
+    def _finish(
+        self, latents: Tensor, done: Tensor, writer: VideoWriter, stopped: bool, *, resumed_done: bool
+    ) -> None:
+        """Write the whole video (stopped: what was made; `resumed_done`: every section was saved
+        before this run, killed in the finishing window) and drop the resume data once complete.
+        A job without files keeps its pixels instead."""
+        if self.files is None:
+            pixels = writer.decode(latents, done)
+            self.pixels = pixels[:, :, : self.frames] if bool(done.all()) else pixels
+            writer.frames = int(self.pixels.shape[2])
+            return
+        if stopped or resumed_done:
+            writer.write(latents, done, final=True)
+        if not stopped:
+            self.files.cleanup()
 
     def _resume(self, latents: Tensor, done: Tensor, writer: VideoWriter) -> int:
         """Load the saved sections into the timeline; returns the next section to run.
@@ -502,148 +533,16 @@ class Job:
         The writer sees the sections in their original order, so a cross-faded video (VAE
         codecs) is decoded exactly as in an uninterrupted run.
         """
-        if not resume_path(self.out).exists() and not self.parts.exists() and not self.out.exists():
+        if not self.files.exists():
             logger.warning("nothing of %s was saved before it stopped; starting the job", self.out)
             return 0
-        state = load_state(resume_path(self.out), expected=self.settings)
-        for section in self.plan.sections[: state.next_section]:
-            part = self.parts / f"section_{section.step:05d}.safetensors"
-            shape = latents[:, :, section.start : section.stop].shape
-            latents[:, :, section.start : section.stop] = load_part(part, tuple(shape))
+        next_section = self.files.next_section(self.settings)
+        for section in self.plan.sections[:next_section]:
+            shape = tuple(latents[:, :, section.start : section.stop].shape)
+            latents[:, :, section.start : section.stop] = self.files.load(section.step, shape)
             done[section.start : section.stop] = True
-            writer.add(latents, done, section)
-        return state.next_section
-
-    def _cleanup(self) -> None:
-        """A finished job needs no resume data."""
-        for part in sorted(self.parts.glob("section_*.safetensors")):
-            part.unlink()
-        if self.parts.is_dir():
-            self.parts.rmdir()
-        resume_path(self.out).unlink(missing_ok=True)
-
-
-class VideoWriter:
-    """Decodes the generated runs of the timeline and rewrites the MP4 atomically.
-
-    Two ways to decode, by codec:
-    - exact codecs (the pixel codec, per-frame autoencoders): each run of generated latents is
-      decoded whole (cached per run); decoding a window of them would give the same frames.
-    - causal video VAEs (`crossfade_decode`, the HunyuanVideo VAE): as the official demo, each new
-      section is decoded together with up to `window` latents of the run it extends, and the
-      result is cross-faded (`soft_append`, linear weights) over those latents' frames with the
-      pixels decoded before. The run's frame count stays exactly `codec.num_frames(run length)`.
-      Sections must be added in generation order (`add`), also when resuming.
-
-    Rewriting grows with the video; it is throttled (WRITE_THROTTLE) so that writing takes at
-    most a quarter of the time, and in-progress copies use x264's fastest preset (the final
-    write uses "medium"). The resume data is saved after every section regardless.
-    The final write always happens.
-    """
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.frames = 0
-        self.crossfade = decodes_in_windows(job.c.codec)
-        self._last_write = 0.0
-        self._write_cost = 0.0
-        self._cache: dict[tuple[int, int], Tensor] = {}
-
-    def add(self, latents: Tensor, done: Tensor, section: Section) -> None:
-        """Decode a just generated section into the cached pixels (cross-fading codecs only)."""
-        if not self.crossfade:
-            return
-        from framepack.hunyuan.vae import soft_append
-
-        codec, window = self.job.c.codec, self.job.spec.window
-        s, e = section.start, section.stop
-        before = done.clone()
-        before[s:e] = False
-        runs = _runs(before)
-        left = next((r for r in runs if r[1] == s), None)
-        right = next((r for r in runs if r[0] == e), None)
-        fade_left = left is not None and left in self._cache and s - left[0] >= window
-        fade_right = right is not None and right in self._cache and right[1] - e >= window
-        a, b = (left[0] if left else s), (right[1] if right else e)
-        c0 = s - window if fade_left else a
-        c1 = e + window if fade_right else b
-        video = self._decode(latents, c0, c1)
-        if fade_left:
-            assert left is not None
-            video = soft_append(self._cache[left], video, codec.num_frames(s - c0))
-        if fade_right:
-            assert right is not None
-            video = soft_append(video, self._cache[right], codec.num_frames(c1 - e))
-        for run in (left, right):
-            if run is not None:
-                self._cache.pop(run, None)
-        self._cache[(a, b)] = video
-
-    def write(self, latents: Tensor, done: Tensor, *, final: bool) -> None:
-        now = time.perf_counter()
-        if not final and now - self._last_write < WRITE_THROTTLE * self._write_cost:
-            return
-        pixels = self.decode(latents, done)
-        if pixels.shape[2] > self.job.frames and bool(done.all()):
-            pixels = pixels[:, :, : self.job.frames]
-        write_video(
-            self.job.out,
-            pixels[0],
-            self.job.fps,
-            crf=self.job.options.crf,
-            metadata=self.job.settings,
-            preset="medium" if final else "ultrafast",  # in-progress copies: fast; the last: small
-            deterministic=final,  # same frames, same file
-        )
-        write_sidecar(sidecar_path(self.job.out), {**self.job.settings, "complete": bool(done.all())})
-        self.frames = int(pixels.shape[2])
-        self._last_write = time.perf_counter()
-        self._write_cost = self._last_write - now
-
-    def decode(self, latents: Tensor, done: Tensor) -> Tensor:
-        """Pixels (1, 3, F, H, W) of every generated run, in time order (runs decoded once)."""
-        runs = _runs(done)
-        pieces = []
-        for run in runs:
-            if run not in self._cache:
-                self._cache[run] = self._decode(latents, *run)
-            pieces.append(self._cache[run])
-        if not self.crossfade:
-            self._cache = {r: p for r, p in self._cache.items() if r in runs}
-        return torch.cat(pieces, dim=2)
-
-    def _decode(self, latents: Tensor, start: int, stop: int) -> Tensor:
-        """Pixels (1, 3, F, H, W) of latents [start, stop), float32 on the CPU."""
-        with torch.no_grad():
-            lat = latents[:, :, start:stop].to(self.job.c.device, torch.float32)
-            return self.job.c.codec.decode(lat).float().clamp(-1, 1).cpu()
-
-
-def decodes_in_windows(codec: Any) -> bool:
-    """Whether `codec` is decoded section by section with the official cross-fade.
-
-    A codec says so with a `crossfade_decode` attribute; without one, the HunyuanVideo VAE does
-    (its causal decoder makes a window's pixels depend on where the window starts) and every
-    other codec is decoded in whole runs.
-    """
-    flag = getattr(codec, "crossfade_decode", None)
-    if flag is not None:
-        return bool(flag)
-    from framepack.hunyuan.vae import HunyuanVideoVAE
-
-    return isinstance(codec, HunyuanVideoVAE)
-
-
-def _runs(done: Tensor) -> list[tuple[int, int]]:
-    """Maximal [start, stop) runs of True in a bool vector."""
-    runs, start = [], None
-    for i, d in enumerate([*done.tolist(), False]):
-        if d and start is None:
-            start = i
-        elif not d and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
+            writer.add(latents, done, section.start, section.stop)
+        return next_section
 
 
 def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:
@@ -653,7 +552,7 @@ def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:
     folder = Path(job.options.preview)
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        pixels = job.c.codec.decode(x0.to(job.c.device, torch.float32)).float().clamp(-1, 1).cpu()
+        pixels = job.components.codec.decode(x0.to(job.components.device, torch.float32)).float().clamp(-1, 1).cpu()
     frames = ((pixels[0] + 1) * 127.5).round().byte().permute(1, 2, 3, 0)  # (F, H, W, 3)
     pick = frames[:: max(1, math.ceil(frames.shape[0] / 8))]
     strip = torch.cat(list(pick), dim=1).numpy()

@@ -32,6 +32,7 @@ Two modes (`MODES`), kept apart:
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -83,7 +84,7 @@ class Section:
     anchors:        known/generated frames placed uncompressed at 1x at their true times (general).
     history:        frames available as context when it runs, anchors excluded, nearest first.
     prompt:         index into the prompt list.
-    image:          index into `Plan.anchors` of the keyframe image that conditions it (image
+    image_anchor:   index into `Plan.anchors` of the keyframe image that conditions it (image
                     embeddings), None for the start image (or none).
     padding:        released inverted layouts: the blank gap is padding * window indices; else 0.
     levels:         released mode only: the exact context layout, in token order (coarsest first).
@@ -96,7 +97,7 @@ class Section:
     anchors: tuple[int, ...]
     history: tuple[int, ...]
     prompt: int = 0
-    image: int | None = None
+    image_anchor: int | None = None
     padding: int = 0
     levels: tuple[LayoutLevel, ...] = ()
 
@@ -201,6 +202,37 @@ def released_padding(slot: int, n: int) -> int:
 # Building a plan
 
 
+def plan_for_length(
+    strategy: str,
+    latents: int,
+    *,
+    window: int,
+    mode: str = "general",
+    start_image: bool = True,
+    end_image: bool = False,
+    existing: int = 0,
+    anchors: Sequence[Anchor] = (),
+) -> Plan:
+    """The plan of a video of `latents` latent frames (known frames included); see `make_plan`.
+
+    General mode covers exactly `latents` frames (at least one more than the known ones), the
+    last section shorter when needed. Released mode generates whole sections of `window` after
+    the prefix (the start frame or the existing video), as many as cover `latents`; the caller
+    trims the video to its length (the official demo rounds, `num_sections`, and may end short).
+    """
+    kwargs: dict[str, int] = {}
+    if mode == "released":
+        prefix = existing or 1
+        kwargs["sections"] = max(1, math.ceil((latents - prefix) / window))
+    else:
+        images = sum(a.image for a in anchors)
+        kwargs["total"] = max(latents, existing + 1 + images + int(end_image))
+    return make_plan(
+        strategy, window=window, mode=mode, start_image=start_image, end_image=end_image,
+        existing=existing, anchors=anchors, **kwargs,
+    )  # fmt: skip
+
+
 def make_plan(
     strategy: str,
     *,
@@ -263,7 +295,7 @@ def make_plan(
             )
         else:
             section = _general_section(step, start, stop, prefix, known, images, available, history_limit)
-        out.append(replace(section, prompt=prompt, image=image))
+        out.append(replace(section, prompt=prompt, image_anchor=image))
         available.update(range(start, stop))
     return Plan(strategy, mode, window, total, tuple(known), anchors, tuple(out))
 

@@ -1,10 +1,11 @@
-"""Resume state for long generation jobs, so a stopped or crashed render is never lost.
+"""A job's files beside its video, so a stopped or crashed render is never lost.
 
-After each section the pipeline saves a `ResumeState` next to the video, in one file,
-`out.resume.safetensors`: the tensors (history latents, which latent frames are generated,
-their frame times, anything else the pipeline needs) as safetensors, and everything else (plan
-position, settings, seed) as JSON in the safetensors header metadata. Keeping it to one file
-makes the save atomic (written to a temporary file, then renamed); no pickles are involved.
+After each section the pipeline (through `SectionFiles`) saves that section's latents in their
+own small file, `out.resume.safetensors.parts/section_00003.safetensors` (with a SHA-256 of their
+bytes), then the job's `ResumeState` in `out.resume.safetensors`: the plan position, settings and
+seed as JSON in a safetensors header. Every write is atomic (a temporary file, then a rename); no
+pickles are involved. Resuming loads the parts of the sections before `next_section`, after
+checking that the settings are the job's own.
 
 Randomness needs no saved RNG state: the noise of each section is drawn from its own generator,
 `section_generator(seed, section_id)`, derived from the job seed and the section id by a hash.
@@ -39,31 +40,19 @@ from framepack.video import atomic_path, settings_json
 FORMAT = "framepack-resume"
 FORMAT_VERSION = 1
 
-# Fixed tensor keys; extra tensors are stored as "extra.<name>".
-_HISTORY, _GENERATED, _INDICES, _EXTRA = "history", "generated", "history_indices", "extra."
-
 
 @dataclasses.dataclass
 class ResumeState:
-    """Everything needed to continue a generation job where it stopped.
+    """Where a stopped job stands: the sections before `next_section` (plan order) are saved.
 
-    history: latents generated so far, `(B, C, T, h, w)`.
     next_section: index, in the plan's order, of the next section to generate.
     settings: the job's settings (prompts, seed, model, plan, steps, version...); JSON values.
     seed: the job seed; section noise comes from `section_generator(seed, section_id)`.
-    generated: bool `(T,)`, true where a history latent frame has been generated (plans that
-        fill gaps, e.g. endpoints first, leave holes), or None when all are.
-    history_indices: int64 `(T,)`, the frame time of each history latent frame, or None.
-    extra: further named tensors the pipeline wants back (e.g. the start latent).
     """
 
-    history: torch.Tensor
     next_section: int
     settings: dict[str, Any]
     seed: int
-    generated: torch.Tensor | None = None
-    history_indices: torch.Tensor | None = None
-    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 def resume_path(video_path: str | os.PathLike) -> Path:
@@ -83,14 +72,6 @@ def save_state(path: str | os.PathLike, state: ResumeState) -> Path:
     """
     from safetensors.torch import save_file
 
-    tensors = {_HISTORY: state.history}
-    if state.generated is not None:
-        tensors[_GENERATED] = state.generated.to(torch.bool)
-    if state.history_indices is not None:
-        tensors[_INDICES] = state.history_indices.to(torch.int64)
-    for name, tensor in state.extra.items():
-        tensors[_EXTRA + name] = tensor
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -100,7 +81,7 @@ def save_state(path: str | os.PathLike, state: ResumeState) -> Path:
     }
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+        save_file({}, str(tmp), metadata=header)  # the state is all in the header
     return path
 
 
@@ -120,7 +101,6 @@ def load_state(path: str | os.PathLike, expected: Mapping[str, Any] | None = Non
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
         if header.get("format") != FORMAT:
             raise UserError(
                 f"{path} is not a FramePack resume state; point --resume at a .resume.safetensors file"
@@ -133,13 +113,7 @@ def load_state(path: str | os.PathLike, expected: Mapping[str, Any] | None = Non
             )
         fields = json.loads(header["state"])
         state = ResumeState(
-            history=tensors.pop(_HISTORY),
-            next_section=int(fields["next_section"]),
-            settings=dict(fields["settings"]),
-            seed=int(fields["seed"]),
-            generated=tensors.pop(_GENERATED, None),
-            history_indices=tensors.pop(_INDICES, None),
-            extra={k.removeprefix(_EXTRA): v for k, v in tensors.items() if k.startswith(_EXTRA)},
+            next_section=int(fields["next_section"]), settings=dict(fields["settings"]), seed=int(fields["seed"])
         )
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(
@@ -175,8 +149,53 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class SectionFiles:
+    """The per-section latents and the resume state of the job writing `video`.
+
+    `save` after each section, `load` when resuming, `cleanup` once the video is finished;
+    `remove_litter` first removes what a kill left half-written (temporary files only).
+    """
+
+    def __init__(self, video: str | os.PathLike) -> None:
+        self.video = Path(video)
+        self.state = resume_path(video)
+        self.parts = parts_path(video)
+
+    def part(self, step: int) -> Path:
+        return self.parts / f"section_{step:05d}.safetensors"
+
+    def exists(self) -> bool:
+        """Whether anything of the job was saved (the state, a part or the video)."""
+        return self.state.exists() or self.parts.exists() or self.video.exists()
+
+    def remove_litter(self) -> None:
+        for tmp in self.parts.glob(".section_*.tmp*"):  # the parts folder is the job's own
+            tmp.unlink(missing_ok=True)
+
+    def save(self, step: int, latents: Tensor, settings: dict[str, Any], seed: int) -> None:
+        """Save section `step`'s latents (1, C, n, h, w), then the state pointing past it."""
+        self.parts.mkdir(parents=True, exist_ok=True)
+        save_part(self.part(step), latents)
+        save_state(self.state, ResumeState(next_section=step + 1, settings=settings, seed=seed))
+
+    def next_section(self, settings: dict[str, Any]) -> int:
+        """The first section not saved (UserError if the saved state has other settings)."""
+        return load_state(self.state, expected=settings).next_section
+
+    def load(self, step: int, shape: tuple[int, ...]) -> Tensor:
+        return load_part(self.part(step), shape)
+
+    def cleanup(self) -> None:
+        """A finished job needs no resume data."""
+        for part in sorted(self.parts.glob("section_*.safetensors")):
+            part.unlink()
+        if self.parts.is_dir():
+            self.parts.rmdir()
+        self.state.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------------------------
-# Per-section randomness
+# Per-section latents and randomness
 # --------------------------------------------------------------------------------------------
 
 

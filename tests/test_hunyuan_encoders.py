@@ -20,7 +20,8 @@ from hunyuan_fixtures import as_hf_cache, build_hunyuan_dir, build_llama_tokeniz
 from framepack.errors import UserError
 from framepack.hunyuan.image import SiglipImageEncoder, mix_image_embeds
 from framepack.hunyuan.text import PROMPT_TEMPLATE, HunyuanPromptEncoder, template_prefix_length
-from framepack.hunyuan.vae import HunyuanVideoVAE, overlap_frames, soft_append
+from framepack.hunyuan.vae import HunyuanVideoVAE, overlap_frames
+from framepack.writer import soft_append
 
 PROMPTS = ["a cat walks on the grass", "The girl dances gracefully, hello!"]
 

@@ -274,8 +274,7 @@ def test_end_image_slot_and_mixed_features(inverted, tmp_path):
 @pytest.mark.parametrize("model", ["inverted", "f1"])
 def test_video_is_the_official_crossfade(model, request, tmp_path):
     """Our writer's pixels equal diffusers' per-section decode + soft_append over 33 frames."""
-    from framepack.hunyuan.vae import soft_append
-    from framepack.pipeline import VideoWriter
+    from framepack.writer import soft_append
 
     comp = request.getfixturevalue(model)
     options = GenerationOptions(
@@ -304,12 +303,12 @@ def test_video_is_the_official_crossfade(model, request, tmp_path):
             video = cur if video is None else soft_append(video, cur, 4 * w - 3)
     assert video.shape[2] == vae.num_frames(lat.shape[2]) == 4 * n * w + 1
 
-    writer = VideoWriter(job)
+    writer = job._writer()
     done = torch.zeros(lat.shape[2], dtype=torch.bool)
     done[0] = True
     for section in job.plan.sections:
         done[section.start : section.stop] = True
-        writer.add(lat, done, section)
+        writer.add(lat, done, section.start, section.stop)
     ours = writer.decode(lat, done)
     torch.testing.assert_close(ours, video, rtol=0, atol=1e-6)
     whole = vae.decode(lat)
@@ -362,8 +361,6 @@ def test_cli_missing_part_exit_2(model_dir, tmp_path, capsys):
 
 def test_fill_between_sections_keeps_frame_count(inverted, tmp_path):
     """Endpoints order: a section joining two decoded runs fades on both sides; counts stay exact."""
-    from framepack.pipeline import VideoWriter
-
     options = GenerationOptions(
         image=write_image(tmp_path / "s.png", seed=3),
         seconds=4.5,
@@ -373,25 +370,25 @@ def test_fill_between_sections_keeps_frame_count(inverted, tmp_path):
     job = Job(inverted, options)
     assert len(job.plan) == 4
     lat = torch.randn(1, 4, job.plan.total, 2, 2, generator=torch.Generator().manual_seed(1))
-    writer, done = VideoWriter(job), torch.zeros(job.plan.total, dtype=torch.bool)
+    writer, done = job._writer(), torch.zeros(job.plan.total, dtype=torch.bool)
     done[0] = True
     for section in job.plan.sections:
         done[section.start : section.stop] = True
-        writer.add(lat, done, section)
+        writer.add(lat, done, section.start, section.stop)
         runs = writer.decode(lat, done)
         assert runs.shape[2] == sum(inverted.codec.num_frames(b - a) for a, b in _runs(done))
     assert list(writer._cache) == [(0, job.plan.total)]
 
 
 def _runs(done):
-    from framepack.pipeline import _runs
+    from framepack.writer import generated_runs
 
-    return _runs(done)
+    return generated_runs(done)
 
 
 def test_resume_equals_uninterrupted(inverted, tmp_path, monkeypatch):
     """A stopped and resumed job re-plays the cross-fades in order: the same pixels."""
-    import framepack.pipeline as pipeline
+    import framepack.writer as pipeline
     from framepack.resume import StopFlag
 
     written = {}

@@ -190,7 +190,7 @@ def test_x0_prediction_model_is_sampled_through_the_conversion(tmp_path):
 
 @pytest.mark.parametrize("plan", ["forward", "inverted"])
 def test_killed_in_the_finishing_window_resume_writes_the_whole_video(tmp_path, plan, monkeypatch):
-    from framepack import pipeline as pipeline_module
+    from framepack import writer as writer_module
 
     pipe = FramePackPipeline(tiny_components())
     full = pipe.generate(make(tmp_path, plan=plan, out=str(tmp_path / "full.mp4")), progress=False)
@@ -198,17 +198,17 @@ def test_killed_in_the_finishing_window_resume_writes_the_whole_video(tmp_path, 
     class Killed(BaseException):
         pass
 
-    real_write = pipeline_module.VideoWriter.write
+    real_write = writer_module.VideoWriter.write
 
     def dies_on_final_write(self, latents, done, *, final):
         if final:
             raise Killed  # the process dies after the last section's data is saved
         return real_write(self, latents, done, final=final)
 
-    monkeypatch.setattr(pipeline_module.VideoWriter, "write", dies_on_final_write)
+    monkeypatch.setattr(writer_module.VideoWriter, "write", dies_on_final_write)
     with pytest.raises(Killed):
         pipe.generate(make(tmp_path, plan=plan), progress=False)
-    monkeypatch.setattr(pipeline_module.VideoWriter, "write", real_write)
+    monkeypatch.setattr(writer_module.VideoWriter, "write", real_write)
     assert resume_path(tmp_path / "v.mp4").exists()
     done = pipe.generate(make(tmp_path, plan=plan, resume=True), progress=False)
     assert done.frames == full.frames == 16 and not done.stopped
@@ -289,3 +289,37 @@ def test_the_models_default_guidance_is_used_unless_asked_otherwise(tmp_path):
     assert read_metadata(a.path)["cfg"] == 2.0 and read_metadata(b.path)["cfg"] == 1.0
     assert torch.equal(a.latents, c.latents)  # the model's default is the same as asking for it
     assert not torch.equal(a.latents, b.latents)  # and guidance changes the video
+
+
+def test_generator_output_types_and_step_info(tmp_path):
+    """A torch.Generator seeds the job like the seed it draws; frames come back without a file;
+    the callback sees the section count, the step, its sigma and the x0 estimate."""
+    pipe = FramePackPipeline(tiny_components())
+    seen = []
+    gen = pipe.generate(
+        make(tmp_path, out=None),
+        generator=torch.Generator().manual_seed(5),
+        output_type="pt",
+        progress=False,
+        callback=seen.append,
+    )
+    assert gen.path is None and [p.name for p in tmp_path.iterdir()] == ["start.png"]  # no file written
+    video = gen.video
+    assert video.shape == (gen.frames, 3, 16, 16) and video.min() >= 0 and video.max() <= 1
+    steps = seen[0].steps
+    assert [i.step for i in seen[:steps]] == list(range(steps))
+    assert seen[0].sigma == 1.0 and 0 < seen[-1].sigma < seen[0].sigma
+    assert {i.sections for i in seen} == {len(gen.plan)} and seen[0].x0.ndim == 5
+    seed = torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)).item()
+    same = pipe.generate(make(tmp_path, out=None, seed=seed), output_type="np", progress=False)
+    assert torch.equal(same.latents, gen.latents)
+    np.testing.assert_allclose(same.video, video.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    pil = pipe.generate(make(tmp_path, out=None, seed=seed), output_type="pil", progress=False).video
+    assert len(pil) == gen.frames and pil[0].size == (16, 16)
+    written = pipe.generate(make(tmp_path, seed=seed), progress=False)
+    frames, _ = read_video(written.path)  # the same job, written to a file
+    assert len(frames) == gen.frames and torch.equal(written.latents, gen.latents)
+    with pytest.raises(ValueError, match="output_type"):
+        pipe.generate(make(tmp_path, out=None), output_type="gif", progress=False)
+    with pytest.raises(UserError, match="writes no file"):
+        pipe.generate(make(tmp_path), output_type="np", progress=False)

@@ -264,7 +264,7 @@ def test_prompts_and_keyframes_follow_anchors():
     assert plan.known == (0, 6) and plan.total == 10
     by_start = {s.start: s for s in plan}
     assert by_start[3].step == 0 and by_start[3].prompt == 1
-    assert by_start[1].prompt == 0 and by_start[7].prompt == 2 and by_start[7].image == 1
+    assert by_start[1].prompt == 0 and by_start[7].prompt == 2 and by_start[7].image_anchor == 1
     assert 6 in by_start[3].anchors  # the keyframe after the section, at its true time
 
 

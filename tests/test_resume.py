@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from framepack.errors import UserError
 from framepack.resume import (
     ResumeState,
+    SectionFiles,
     StopFlag,
     load_state,
     resume_path,
@@ -25,36 +26,37 @@ SETTINGS = {"model": "tiny", "seed": 7, "steps": 25, "prompts": ["a", "b"], "pla
 
 
 def _state(next_section: int = 3) -> ResumeState:
-    g = torch.Generator().manual_seed(0)
-    return ResumeState(
-        history=torch.randn(1, 4, 5, 3, 2, generator=g).to(torch.bfloat16),
-        next_section=next_section,
-        settings=dict(SETTINGS),
-        seed=7,
-        generated=torch.tensor([True, True, False, False, True]),
-        history_indices=torch.arange(5) * 2,
-        extra={"start_latent": torch.randn(1, 4, 1, 3, 2, generator=g)},
-    )
+    return ResumeState(next_section=next_section, settings=dict(SETTINGS), seed=7)
 
 
 def test_round_trip(tmp_path):
     path = save_state(resume_path(tmp_path / "out.mp4"), _state())
     assert path.name == "out.resume.safetensors"
     got = load_state(path, expected={"model": "tiny", "steps": 25})
-    want = _state()
-    assert got.next_section == 3 and got.seed == 7 and got.settings == SETTINGS
-    assert got.history.dtype == torch.bfloat16 and torch.equal(got.history, want.history)
-    assert torch.equal(got.generated, want.generated) and got.generated.dtype == torch.bool
-    assert torch.equal(got.history_indices, want.history_indices)
-    assert set(got.extra) == {"start_latent"} and torch.equal(
-        got.extra["start_latent"], want.extra["start_latent"]
-    )
+    assert got == _state()
 
 
-def test_optional_fields_absent(tmp_path):
-    state = ResumeState(history=torch.zeros(1, 2, 1, 1, 1), next_section=0, settings={}, seed=1)
-    got = load_state(save_state(tmp_path / "s.safetensors", state))
-    assert got.generated is None and got.history_indices is None and got.extra == {}
+def test_section_files_save_load_cleanup(tmp_path):
+    """Each section in its own checked file; the state points past the last one saved."""
+    files = SectionFiles(tmp_path / "v.mp4")
+    assert not files.exists()
+    x = [torch.randn(1, 4, 2, 3, 3, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    for step, latents in enumerate(x):
+        files.save(step, latents, SETTINGS, seed=7)
+    assert files.exists() and files.next_section(SETTINGS) == 2
+    assert torch.equal(files.load(1, (1, 4, 2, 3, 3)), x[1])
+    with pytest.raises(UserError, match="shape"):
+        files.load(1, (1, 4, 3, 3, 3))
+    with pytest.raises(UserError, match="steps=30"):
+        files.next_section({**SETTINGS, "steps": 30})
+    (files.parts / ".section_00002.safetensors.tmp1").write_bytes(b"half")
+    files.remove_litter()
+    assert sorted(p.name for p in files.parts.iterdir()) == [
+        "section_00000.safetensors",
+        "section_00001.safetensors",
+    ]
+    files.cleanup()
+    assert not files.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_save_replaces_atomically(tmp_path):

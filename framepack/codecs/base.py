@@ -7,6 +7,9 @@ CONTRACT (shared by the pipeline, training and evaluation code; keep these names
   pixel frames to `T` latent frames: the first latent holds only the first frame.
 - `config()` is a JSON-serialisable dict saved with a checkpoint; `codec_from_config` rebuilds the
   codec from it (the `"kind"` entry picks the implementation).
+- A codec whose decoder is causal in time across latents (the HunyuanVideo VAE) sets the class
+  attribute `crossfade_decode = True`: a video is then decoded window by window and cross-faded
+  as the official demo does (framepack.writer); other codecs are decoded in whole runs.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class Codec(Protocol):
     def config(self) -> dict[str, Any]:
         """A JSON-serialisable description; `codec_from_config(codec.config())` rebuilds it."""
         ...
+
+
+def decodes_in_windows(codec: Any) -> bool:
+    """Whether `codec` is decoded section by section with the official cross-fade
+    (its `crossfade_decode` attribute; False when it has none)."""
+    return bool(getattr(codec, "crossfade_decode", False))
 
 
 def causal_num_frames(latent_frames: int, time_factor: int) -> int:

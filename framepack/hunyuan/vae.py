@@ -34,6 +34,8 @@ class HunyuanVideoVAE:
     slicing: one batch row at a time.
     """
 
+    crossfade_decode = True  # causal in time: decoded window by window (framepack.writer)
+
     time_factor = 4
     space_factor = 8
 
@@ -145,25 +147,6 @@ class HunyuanVideoVAE:
 
     def num_latents(self, frames: int) -> int:
         return causal_num_latents(frames, self.time_factor)
-
-
-def soft_append(history: Tensor, current: Tensor, overlap: int) -> Tensor:
-    """Join two videos along time, cross-fading `overlap` frames with linear weights.
-
-    history: (B, C, F1, H, W), current: (B, C, F2, H, W) -> (B, C, F1 + F2 - overlap, H, W).
-    Over the overlap, `history`'s weight goes linearly from 1 to 0 and `current`'s from 0 to 1.
-    The official demo uses overlap = 4w - 3 = 33 frames (w = 9); for the inverted order the
-    newly decoded (earlier-in-time) window is `history` and the video so far is `current`.
-    """
-    if overlap <= 0:
-        return torch.cat([history, current], dim=2)
-    if history.shape[2] < overlap or current.shape[2] < overlap:
-        raise ValueError(
-            f"overlap {overlap} exceeds a video's length (history {history.shape[2]}, current {current.shape[2]})"
-        )
-    w = torch.linspace(1, 0, overlap, dtype=history.dtype, device=history.device).view(1, 1, -1, 1, 1)
-    blended = w * history[:, :, -overlap:] + (1 - w) * current[:, :, :overlap].to(history)
-    return torch.cat([history[:, :, :-overlap], blended, current[:, :, overlap:].to(history)], dim=2)
 
 
 def overlap_frames(window: int, time_factor: int = 4) -> int:

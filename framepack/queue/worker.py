@@ -15,19 +15,18 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from framepack.components import LoadOptions
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
+from framepack.preview import decode_preview
 from framepack.queue.store import JobQueue, QueueJob, worker_lock, worker_pid
 from framepack.resume import StopFlag, resume_path
 from framepack.video import atomic_path, sidecar_path
@@ -70,7 +69,8 @@ class Worker:
     """Runs the jobs of a `JobQueue` one at a time; only one worker per queue (a flock).
 
     `shutdown.set()` (from any thread) ends the running job after its current step and leaves
-    it waiting, first, to resume; `on_step(job, section, step)` and `on_end(job)` observe.
+    it waiting, first, to resume; `wake()` makes an idle worker look at the queue now rather
+    than at its next poll; `on_step(job, section, step)` and `on_end(job)` observe.
     """
 
     def __init__(
@@ -87,8 +87,19 @@ class Worker:
         self.on_step = on_step
         self.on_end = on_end
         self.poll = poll
-        self.shutdown = threading.Event()
+        self._wake = threading.Event()
+        self.shutdown = _WakingEvent(self._wake)
         self.state = "starting"  # a line for the page: idle, running <id>, waiting for pid N
+
+    def wake(self) -> None:
+        """Look for a job now (after `queue.add`): an idle worker starts it at once; a busy one
+        finishes its job first (one job at a time), then takes the queue's first."""
+        self._wake.set()
+
+    def _idle(self, seconds: float) -> None:
+        """Wait until woken, shut down, or `seconds` pass."""
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     def run(self, *, until_empty: bool = False) -> int:
         """Run jobs until `shutdown` is set (or, with `until_empty`, none is waiting).
@@ -107,7 +118,7 @@ class Worker:
                             "its jobs run there"
                         )
                     self.state = f"waiting: another worker (pid {pid}) runs this queue"
-                    self.shutdown.wait(self.poll * 2)
+                    self._idle(self.poll * 2)
                     continue
                 self.queue.remove_litter()
                 while not self.shutdown.is_set():
@@ -116,7 +127,7 @@ class Worker:
                         if until_empty:
                             return count
                         self.state = "idle"
-                        self.shutdown.wait(self.poll)
+                        self._idle(self.poll)
                         continue
                     ended = self.run_job(job)
                     count += 1
@@ -163,13 +174,12 @@ class Worker:
 
     def _callback(
         self, job: QueueJob, pipe: Any, options: GenerationOptions, flag: StopFlag
-    ) -> Callable[[Any, int, Tensor], None]:
+    ) -> Callable[[Any], None]:
         """The step callback: progress, previews, and stop requests (from the file or shutdown)."""
-        steps = options.steps or pipe.components.spec.steps
-        sections = estimate_sections(pipe, options)
         last = {"progress": 0.0, "preview": 0.0, "preview_cost": 0.0}
 
-        def callback(section: Any, step: int, x0: Tensor) -> None:
+        def callback(info: Any) -> None:  # framepack.pipeline.StepInfo
+            section, step, steps, x0 = info.section, info.step, info.steps, info.x0
             if self.on_step is not None:
                 self.on_step(job, section, step)
             if self.shutdown.is_set():
@@ -181,7 +191,7 @@ class Worker:
             if now - last["progress"] < PROGRESS_EVERY and step != steps - 1:
                 return
             last["progress"] = now
-            total = max(sections or 0, section.step + 1)
+            total = info.sections
             progress = {
                 "section": section.step + 1,
                 "sections": total,
@@ -196,27 +206,24 @@ class Worker:
         return callback
 
 
-def estimate_sections(pipe: Any, options: GenerationOptions) -> int | None:
-    """The number of sections a job's plan will have (exact for one start image and no
-    keyframes; the pipeline's step callback does not say it). None when extending a video."""
-    if options.extend:
-        return None
-    spec, codec = pipe.components.spec, pipe.components.codec
-    frames = max(1, round(options.seconds * (options.fps or spec.fps)))
-    total = max(codec.num_latents(frames), 2)
-    return max(1, math.ceil((total - 1) / spec.window))
+class _WakingEvent(threading.Event):
+    """The worker's shutdown event: setting it also wakes the worker's idle wait."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake_too = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake_too.set()
 
 
 def write_preview(pipe: Any, x0: Tensor, path: Path) -> None:
-    """The section's current estimate `x0` (1, C, n, h, w), decoded: up to 8 frames side by side."""
+    """The section's current estimate `x0` (1, C, n, h, w), decoded (`decode_preview`), as a PNG
+    written atomically (the page may read it at any moment)."""
     from PIL import Image
 
-    codec, device = pipe.components.codec, pipe.components.device
-    with torch.no_grad():
-        pixels = codec.decode(x0.to(device, torch.float32)).float().clamp(-1, 1).cpu()
-    frames = ((pixels[0] + 1) * 127.5).round().byte().permute(1, 2, 3, 0)  # (F, H, W, 3)
-    pick = frames[:: max(1, math.ceil(frames.shape[0] / 8))]
-    strip = torch.cat(list(pick), dim=1).numpy()  # (H, W * k, 3)
+    strip = decode_preview(pipe.components.codec, x0, device=pipe.components.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")

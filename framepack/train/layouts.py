@@ -1,5 +1,7 @@
 """Training-time contexts: which true frames a section sees, in the three sampling layouts.
 
+The packing itself is `framepack.context.section_context`, shared with generation.
+
 One model learns all three layouts of the paper (Sec. 3), drawn at random per micro-batch:
 
 - "forward" (vanilla / F1): the start frame and the most recent frames *before* the section;
@@ -25,9 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from framepack.packing import PackedContext, PackedLevel, Schedule, pack
+from framepack.context import LAYOUTS, history_positions, section_context, stack_contexts
+from framepack.packing import PackedContext, Schedule
 
-LAYOUTS = ("forward", "inverted", "endpoints")
+__all__ = ["LAYOUTS", "SectionLayout", "build_context", "draw_layout", "section_range", "stack_contexts"]
 
 
 @dataclass(frozen=True)
@@ -70,27 +73,6 @@ def section_range(layout: str, length: int, window: int) -> tuple[int, int]:
     return lo, hi
 
 
-def history_positions(layout: str, length: int, start: int, window: int) -> tuple[int, ...]:
-    """The positions a section may see, in time order (the start frame 0 excluded).
-
-    forward: 1 .. start-1; inverted: start+window .. length-1; endpoints: both. `pack` ranks
-    them by time distance to the section, so the nearest frames get the finest levels.
-    """
-    before = tuple(range(1, start))
-    after = tuple(range(start + window, length))
-    if layout == "forward":
-        return before
-    if layout == "inverted":
-        return after
-    if layout == "endpoints":
-        return before + after
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-
-
-# Zero-padding frames continue the history on the side where a sampler's history buffer lies.
-PAD_SIDE = {"forward": "before", "inverted": "after", "endpoints": "auto"}
-
-
 def draw_layout(
     layouts: tuple[str, ...], length: int, window: int, generator: torch.Generator, first: bool = False
 ) -> SectionLayout:
@@ -112,47 +94,16 @@ def build_context(
     history_noise: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[PackedContext, Tensor, Tensor]:
-    """Pack one sample's context from its true latents.
+    """Pack one sample's context from its true latents (`framepack.context.section_context`).
 
     latents: (1, C, 1 + n, h, w), position 0 the start frame; indices: (1 + n,) int64 frame
     times. Returns the packed context (batch 1), the target latents (1, C, window, h, w) and
     their frame indices (1, window). The start frame is a clean 1x anchor; history frames get
     N(0, history_noise^2) noise.
     """
-    positions = list(lay.history)
-    history = latents[:, :, positions]  # (1, C, N, h, w)
-    if history_noise > 0 and history.shape[2] > 0:
-        noise = torch.randn(history.shape, generator=generator, dtype=history.dtype)
-        history = history + history_noise * noise
-    section = slice(lay.start, lay.start + lay.window)
-    target_idx = indices[section][None]  # (1, window)
-    context = pack(
-        history,
-        indices[positions][None],
-        target_idx,
-        schedule,
-        anchors=latents[:, :, :1],
-        anchor_indices=indices[:1][None],
-        pad="zeros",
-        pad_side=PAD_SIDE[lay.layout],
-    )
-    return context, latents[:, :, section], target_idx
-
-
-def stack_contexts(contexts: list[PackedContext]) -> PackedContext:
-    """Concatenate batch-1 contexts with the same level layout along the batch axis."""
-    first = contexts[0]
-    for ctx in contexts[1:]:
-        shapes = [(lv.kernel, lv.num_frames) for lv in ctx.levels]
-        if shapes != [(lv.kernel, lv.num_frames) for lv in first.levels]:
-            raise ValueError("contexts must have the same levels and frame counts to be batched")
-    return PackedContext(
-        tuple(
-            PackedLevel(
-                lv.kernel,
-                torch.cat([c.levels[i].latents for c in contexts]),
-                torch.cat([c.levels[i].indices for c in contexts]),
-            )
-            for i, lv in enumerate(first.levels)
-        )
-    )
+    section = range(lay.start, lay.start + lay.window)
+    context = section_context(
+        latents, indices, lay.history, section, schedule, lay.layout,
+        anchors=(0,), history_noise=history_noise, generator=generator,
+    )  # fmt: skip
+    return context, latents[:, :, lay.start : lay.start + lay.window], indices[list(section)][None]
