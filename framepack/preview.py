@@ -1,14 +1,15 @@
 """Previews of a section while it is sampled: the step callback's x0 estimate, decoded.
 
-The pipeline's step callback receives `(section, step, x0)`, where `x0` (1, C, n, h, w) is the
-sampler's current estimate of the section's clean latents. `decode_preview` turns it into one
-picture, the section's frames side by side, which is what the web UI's queue worker shows:
+The pipeline's step callback receives a `StepInfo` after every sampler step; its `x0`
+(1, C, n, h, w) is the sampler's current estimate of the section's clean latents.
+`decode_preview` turns it into one picture, the section's frames side by side, which is what
+the web UI's queue worker shows:
 
     from framepack.preview import decode_preview
 
-    def show(section, step, x0):
-        strip = decode_preview(pipe.components.codec, x0, device=pipe.components.device)
-        PIL.Image.fromarray(strip).save(f"preview_{section.step}_{step}.png")
+    def show(info):  # framepack.pipeline.StepInfo
+        strip = decode_preview(pipe.components.codec, info.x0, device=pipe.components.device)
+        PIL.Image.fromarray(strip).save(f"preview_{info.section.step}_{info.step}.png")
 
     pipe.generate(options, callback=show)
 
