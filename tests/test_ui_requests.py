@@ -12,7 +12,17 @@ from framepack.cli import main
 from framepack.errors import UserError
 from framepack.queue import JobQueue, QueueJob
 from framepack.ui import views
-from framepack.ui.requests import FORM, form_from_settings, options_from_form
+from framepack.ui.requests import (
+    FORM,
+    add_timeline_row,
+    check_upload,
+    form_from_settings,
+    options_from_form,
+    remove_timeline_row,
+    rows_from_timeline,
+)
+
+TWO_ROWS = [[0, "the camera pans left"], [0.5, "it holds still"]]
 
 
 def form(**values) -> dict:
@@ -20,13 +30,72 @@ def form(**values) -> dict:
 
 
 def test_a_timeline_a_single_prompt_and_defaults(tmp_path):
-    options = options_from_form(form(prompts="0s: the camera pans left\n0.5s: it holds still"), tmp_path)
+    options = options_from_form(form(prompts=TWO_ROWS), tmp_path)
     assert options.prompts == "0s: the camera pans left\n0.5s: it holds still" and options.prompt is None
-    assert [p for _, p in options.timeline().entries] == ["the camera pans left", "it holds still"]
-    single = options_from_form(form(prompts="  the camera pans left  "), tmp_path)
+    assert options.timeline().entries == ((0.0, "the camera pans left"), (0.5, "it holds still"))
+    # cells as the page may send them: text times, blank rows, a NaN time, a prompt over two lines
+    sent = [["0", " the camera\npans left "], [None, ""], ["0.5s", "it holds still"], [float("nan"), None]]
+    assert options_from_form(form(prompts=sent), tmp_path).prompts == options.prompts
+    single = options_from_form(form(prompts=[[None, "  the camera pans left  "]]), tmp_path)
     assert (single.prompt, single.prompts) == ("the camera pans left", None)
-    empty = options_from_form(form(plan="model default", steps=None, cfg=None), tmp_path)
-    assert (empty.prompt, empty.plan, empty.steps, empty.cfg, empty.seed) == (None, None, None, None, 7)
+    for blank in (None, [], [[]], [[None, ""]], [["", "  "]]):
+        empty = options_from_form(form(prompts=blank, plan="model default", steps=None, cfg=None), tmp_path)
+        assert (empty.prompt, empty.prompts, empty.plan, empty.steps, empty.cfg, empty.seed) == (
+            (None, None, None, None, None, 7)
+        )
+    tiny = options_from_form(form(prompts=[[0, "a"], [0.00001, "b"]]), tmp_path)
+    assert tiny.prompts == "0s: a\n0.00001s: b"  # no exponent, which the timeline syntax lacks
+
+
+@pytest.mark.parametrize(
+    ("rows", "text"),
+    [
+        ([[0, "a"], [None, "b"]], "0s: a\nb"),
+        ([[1, "a"], [0.5, "b"]], "1s: a\n0.5s: b"),
+        ([[0, "a"], [0.5, ""]], "0s: a\n0.5s:"),
+        ([[0, "a"], [5, "b"]], "0s: a\n5s: b"),
+        ([[-1, "a"]], "-1s: a"),
+    ],
+)
+def test_timeline_rows_get_the_cli_messages(tmp_path, capsys, rows, text):
+    """The rows are refused with the very line `framepack queue add --prompts TEXT` prints."""
+    assert main(["queue", "add", "--outputs", str(tmp_path), "--seconds", "2", f"--prompts={text}"]) == 2
+    cli = capsys.readouterr().err.strip().removeprefix("framepack queue: error: ")
+    assert cli.startswith("--prompts: ")
+    with pytest.raises(UserError) as err:
+        options_from_form(form(prompts=rows, seconds=2), tmp_path)
+    assert str(err.value) == cli
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [[0, "a"], ["later", "b"]],
+            "--prompts: prompt timeline entry 2 ('b'): the time 'later' is not a number of seconds",
+        ),
+        (
+            [[0, "a"], [0.5, "b; c"]],
+            "--prompts: prompt timeline entry 2 ('b; c'): ';' separates timeline entries; "
+            "put each prompt in its own row",
+        ),
+    ],
+)
+def test_what_only_a_table_can_hold_gets_one_line(tmp_path, rows, message):
+    with pytest.raises(UserError) as err:
+        options_from_form(form(prompts=rows), tmp_path)
+    assert str(err.value) == message
+
+
+def test_timeline_rows_buttons_and_back(tmp_path):
+    assert add_timeline_row([[None, ""]]) == [[None, ""], [0, ""]]
+    assert add_timeline_row(TWO_ROWS) == [*TWO_ROWS, [1.5, ""]]
+    assert add_timeline_row(None) == [[0, ""]]
+    assert remove_timeline_row(TWO_ROWS) == TWO_ROWS[:1]
+    assert remove_timeline_row(TWO_ROWS[:1]) == [[None, ""]]
+    assert rows_from_timeline("0s: the camera pans left; 0.5s: it holds still") == TWO_ROWS
+    assert rows_from_timeline("the camera pans left") == [[None, "the camera pans left"]]
+    assert rows_from_timeline("") == rows_from_timeline(None) == [[None, ""]]
 
 
 def test_random_seed_is_drawn_and_recorded(tmp_path):
@@ -39,9 +108,9 @@ def test_random_seed_is_drawn_and_recorded(tmp_path):
     [
         ({"seconds": 0}, "--seconds must be > 0, got 0"),
         ({"seconds": -2}, "--seconds must be > 0, got -2"),
-        ({"prompts": "0s: a\nlater: b"}, "--prompts: prompt timeline entry 2 ('later: b'): expected"),
+        ({"prompts": [[0, "a"], [None, "b"]]}, "--prompts: prompt timeline entry 2 ('b'): expected"),
         (
-            {"prompts": "0s: a\n5s: b", "seconds": 2},
+            {"prompts": [[0, "a"], [5, "b"]], "seconds": 2},
             "--prompts: entry at 5s starts after the video ends (2s)",
         ),
         ({"steps": 2.5}, "--steps must be a whole number, got 2.5"),
@@ -73,6 +142,24 @@ def test_keyframes_and_images(tmp_path):
     assert (text.image, text.no_image) == (None, True)
 
 
+def test_uploads_are_checked_as_the_queue_will(tmp_path):
+    good = tmp_path / "good.webp"
+    Image.new("RGB", (64, 48)).save(good)
+    assert check_upload(str(good), "image") == str(good)
+    assert check_upload(None, "end_image") is None  # a cleared image
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.gif")
+    Image.new("RGB", (400, 40)).save(tmp_path / "wide.png")
+    for path, name, message in [
+        ("notes.png", "image", "--image: cannot read notes.png as an image; give a PNG, JPEG or WebP file"),
+        ("a.gif", "end_image", "--end-image: a.gif is a GIF image; give a PNG, JPEG or WebP file"),
+        ("wide.png", "keyframe1_image", "--keyframe (keyframe 2): image is 400x40, an aspect ratio over 4:1"),
+    ]:
+        with pytest.raises(UserError) as err:
+            check_upload(str(tmp_path / path), name)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
 def test_load_these_settings_round_trip(tmp_path):
     kept = tmp_path / "queue" / "inputs"
     kept.mkdir(parents=True)
@@ -92,12 +179,13 @@ def test_load_these_settings_round_trip(tmp_path):
         "cfg": 1.0,
     }
     values, notes = form_from_settings(settings, tmp_path)
-    assert values["prompts"] == "0s: the camera pans left\n0.5s: it holds still"
+    assert values["prompts"] == TWO_ROWS  # the timeline editor's rows
     assert values["image"] == str(kept / "a-image.png") and values["end_image"] is None
     assert values["extend"] == "old.mp4" and values["seed"] == 9 and values["sampler"] == "euler"
     assert notes == ["the end image else.png is outside the outputs folder; upload it again"]
     options = options_from_form({**values, "end_image": None, "extend": None}, tmp_path)
     assert (options.seconds, options.seed, options.steps, options.plan) == (1.0, 9, 6, "forward")
+    assert options.prompts == "0s: the camera pans left\n0.5s: it holds still"
     example, _ = form_from_settings({"image": "/pkg/example.png"}, tmp_path, example_image="/pkg/example.png")
     assert (example["image"], example["no_image"]) == (None, False)  # the model's example: an empty image
 

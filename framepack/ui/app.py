@@ -20,7 +20,18 @@ from framepack.errors import UserError
 from framepack.options import PLANS, SAMPLERS
 from framepack.queue import JobQueue, Worker
 from framepack.ui import views
-from framepack.ui.requests import FORM, KEYFRAME_SLOTS, MODEL_DEFAULT, form_from_settings, options_from_form
+from framepack.ui.requests import (
+    FORM,
+    KEYFRAME_SLOTS,
+    MODEL_DEFAULT,
+    TIMELINE_HEADERS,
+    UPLOAD_FLAGS,
+    add_timeline_row,
+    check_upload,
+    form_from_settings,
+    options_from_form,
+    remove_timeline_row,
+)
 
 logger = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
@@ -72,6 +83,8 @@ def create_demo(queue: JobQueue, worker: Worker, spec: ModelSpec, model: str, lo
         _wire_jobs(queue, jobs, running, message)
         _wire_gallery(queue, gallery, form, tabs, message, spec)
         form["clear_extend"].click(lambda: "", None, form["extend"])
+        _wire_timeline(form)
+        _wire_uploads(form, message)
 
         def tick(seen: dict) -> tuple:
             try:
@@ -117,7 +130,7 @@ def _size(spec: ModelSpec) -> str:
 
 
 def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
-    """The job's controls, by FORM name (plus the extend clear button)."""
+    """The job's controls, by FORM name (plus the timeline's row buttons and extend's clear)."""
     c: dict[str, Any] = {}
     with gr.Row():
         with gr.Column():
@@ -144,12 +157,19 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
                             label=f"keyframe {i + 1} image", type="filepath", format="png", sources=["upload"]
                         )
         with gr.Column():
-            c["prompts"] = gr.Textbox(
-                label="Prompt timeline: one '<seconds>s: <prompt>' per line (one plain line: the whole video)",
-                value=f"0s: {spec.example_prompt}" if spec.example_prompt else "",
-                lines=4,
+            c["prompts"] = gr.Dataframe(
+                value=[[0, spec.example_prompt]] if spec.example_prompt else [[None, ""]],
+                headers=TIMELINE_HEADERS,
+                datatype=["number", "str"],
+                type="array",
+                column_count=2,
+                interactive=True,
+                label="Prompt timeline: a prompt from each time on (one row without a time: the whole video)",
                 elem_id="fp-prompts",
             )
+            with gr.Row():
+                c["add_row"] = gr.Button("add a row", size="sm", elem_id="fp-add-row")
+                c["remove_row"] = gr.Button("remove the last row", size="sm", elem_id="fp-remove-row")
             c["negative_prompt"] = gr.Textbox(
                 label="Negative prompt (used when CFG > 1)", elem_id="fp-negative"
             )
@@ -229,6 +249,29 @@ def _gallery(gr: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- behaviour
+
+
+def _wire_timeline(form: dict[str, Any]) -> None:
+    """The timeline's row buttons: a row one second after the last, or the last row removed."""
+    form["add_row"].click(add_timeline_row, form["prompts"], form["prompts"])
+    form["remove_row"].click(remove_timeline_row, form["prompts"], form["prompts"])
+
+
+def _wire_uploads(form: dict[str, Any], message: Any) -> None:
+    """Check each image when it is uploaded (type, size, dimensions, as the queue will): a bad
+    one is removed from the form and its one line shown. The check reads the uploaded file
+    itself (`preprocess=False`), so a file Gradio cannot open still gets the CLI's message."""
+    for name in UPLOAD_FLAGS:
+
+        def check(payload: Any, name: str = name) -> dict:
+            path = payload.get("path") if isinstance(payload, dict) else None
+            try:
+                check_upload(path, name)
+            except UserError as err:
+                return {form[name]: None, message: f"⚠ {err}"}
+            return {message: ""}
+
+        form[name].upload(_guard(message, check), form[name], [form[name], message], preprocess=False)
 
 
 def _wire_jobs(queue: JobQueue, jobs: dict[str, Any], running: dict[str, Any], message: Any) -> None:

@@ -3,20 +3,26 @@
 `options_from_form` turns the values of the page's controls into the options the CLI would
 build, so the same `GenerationOptions.validate()` refuses bad input with the same one-line
 `UserError`; the few things only a form can get wrong (a keyframe image without a time, a
-fractional seed) get one line in the same style. `form_from_settings` goes back: a finished
-video's sidecar settings as control values ("load these settings").
+fractional seed, a time cell that is not a number) get one line in the same style. The prompt
+timeline is a table of rows `[seconds, prompt]` (`timeline_from_rows`): its rows become the
+CLI's `--prompts` text, one `<seconds>s: <prompt>` entry per row, so `framepack.timeline` checks
+them. `form_from_settings` goes back: a finished video's sidecar settings as control values
+("load these settings"); `check_upload` checks an uploaded image as the queue will.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from framepack.errors import UserError
 from framepack.options import PLANS, GenerationOptions
+from framepack.queue.store import check_image_file
+from framepack.timeline import parse_timeline
 
 KEYFRAME_SLOTS = 3
 MODEL_DEFAULT = "model default"
@@ -42,7 +48,12 @@ FORM = (
     "crf",
     "extend",
 )
-_TIMED = re.compile(r"^\s*[0-9]*\.?[0-9]+\s*s\s*:")
+TIMELINE_HEADERS = ["time (s)", "prompt"]
+UPLOAD_FLAGS = {
+    "image": "--image",
+    "end_image": "--end-image",
+    **{f"keyframe{i}_image": f"--keyframe (keyframe {i + 1})" for i in range(KEYFRAME_SLOTS)},
+}
 
 
 def options_from_form(form: dict[str, Any], outputs: Path) -> GenerationOptions:
@@ -51,13 +62,11 @@ def options_from_form(form: dict[str, Any], outputs: Path) -> GenerationOptions:
     Images are file paths (uploads); `extend` is a video name inside `outputs` or empty.
     Empty numbers mean "the model's default". `random_seed` draws the seed recorded in the job.
     """
-    timeline = (form.get("prompts") or "").strip()
-    lines = [line for line in timeline.splitlines() if line.strip()]
-    single = len(lines) == 1 and not _TIMED.match(lines[0])
+    prompt, prompts = timeline_from_rows(form.get("prompts"))
     seed = secrets.randbelow(2**31) if form.get("random_seed") else _whole(form.get("seed"), "--seed")
     options = GenerationOptions(
-        prompt=lines[0].strip() if single else None,
-        prompts="\n".join(lines) if lines and not single else None,
+        prompt=prompt,
+        prompts=prompts,
         negative_prompt=form.get("negative_prompt") or "",
         image=None if form.get("no_image") else form.get("image") or None,
         no_image=bool(form.get("no_image")),
@@ -78,6 +87,94 @@ def options_from_form(form: dict[str, Any], outputs: Path) -> GenerationOptions:
     )
     options.validate()
     return options
+
+
+def timeline_from_rows(rows: Any) -> tuple[str | None, str | None]:
+    """`(prompt, prompts)` of the timeline editor's rows `[[seconds, prompt], ...]`.
+
+    Blank rows are skipped; no rows: the model's prompt `(None, None)`; one row without a time:
+    the prompt of the whole video `(prompt, None)`; otherwise the CLI's `--prompts` text, one
+    `<seconds>s: <prompt>` line per row, which `GenerationOptions.validate()` then checks
+    (times increasing, no empty prompt, none after the video's end) with the CLI's messages.
+    Raises UserError for what only a table can hold: a time that is not a number, a ';' in a
+    prompt (the CLI's entry separator).
+    """
+    entries: list[tuple[float | None, str]] = []
+    for row in rows if isinstance(rows, list) else []:
+        cells = [*row, None, None][:2] if isinstance(row, list | tuple) else [None, None]
+        time, text = _cell_seconds(cells[0]), " ".join(str(cells[1] or "").split())
+        if time is None and not text:
+            continue
+        number = len(entries) + 1
+        if isinstance(time, str):
+            raise UserError(
+                f"--prompts: prompt timeline entry {number} ({text!r}): the time {time!r} is not a "
+                "number of seconds"
+            )
+        if ";" in text:
+            raise UserError(
+                f"--prompts: prompt timeline entry {number} ({text!r}): ';' separates timeline "
+                "entries; put each prompt in its own row"
+            )
+        entries.append((time, text))
+    if not entries:
+        return None, None
+    if len(entries) == 1 and entries[0][0] is None:
+        return entries[0][1], None
+    lines = [text if time is None else f"{_seconds_text(time)}s: {text}" for time, text in entries]
+    return None, "\n".join(lines)
+
+
+def rows_from_timeline(text: str | None) -> list[list[Any]]:
+    """The editor's rows of a timeline text (`"0s: a; 4s: b"`, or one plain prompt)."""
+    text = (text or "").strip()
+    if not text:
+        return [[None, ""]]
+    try:
+        return [[time, prompt] for time, prompt in parse_timeline(text).entries]
+    except ValueError:
+        return [[None, text]]
+
+
+def add_timeline_row(rows: Any) -> list[list[Any]]:
+    """The rows with one more, one second after the latest time (0 for the first)."""
+    rows = [list(row) for row in rows or [] if row]
+    times = [time for time in (_cell_seconds(row[0]) for row in rows) if isinstance(time, float)]
+    return [*rows, [max(times) + 1 if times else 0, ""]]
+
+
+def remove_timeline_row(rows: Any) -> list[list[Any]]:
+    """The rows without the last one (one blank row when none is left)."""
+    rows = [list(row) for row in rows or [] if row]
+    return rows[:-1] or [[None, ""]]
+
+
+def _cell_seconds(cell: Any) -> float | str | None:
+    """A time cell: None when empty, a float, or the text that is not a number (for the message)."""
+    if cell is None or isinstance(cell, bool):
+        return None
+    if isinstance(cell, int | float):
+        return None if math.isnan(cell) else float(cell)
+    text = str(cell).strip()
+    if not text:
+        return None
+    try:
+        return float(text.removesuffix("s").strip())
+    except ValueError:
+        return text
+
+
+def _seconds_text(time: float) -> str:
+    """Seconds as the timeline syntax writes them (no exponent: 1e-05 -> '0.00001')."""
+    return np.format_float_positional(time, trim="-")
+
+
+def check_upload(path: str | None, name: str) -> str | None:
+    """Check an uploaded image of the control `name` as the queue will (type, size, dimensions);
+    returns `path`, or raises UserError with the CLI's one line."""
+    if path:
+        check_image_file(path, UPLOAD_FLAGS[name])
+    return path
 
 
 def _keyframes(form: dict[str, Any]) -> list[tuple[float, str]]:
@@ -150,12 +247,11 @@ def form_from_settings(
     keyframes = [(t, _inside(p, outputs)) for t, p in settings.get("keyframes") or []]
     for i, (time, image) in enumerate(keyframes[:KEYFRAME_SLOTS]):
         form[f"keyframe{i}_time"], form[f"keyframe{i}_image"] = time, image
-    prompts = str(settings.get("prompts") or "")
     form.update(
         image=_inside(settings.get("image"), outputs),
         no_image=settings.get("image") is None,
         end_image=_inside(settings.get("end_image"), outputs),
-        prompts="\n".join(part.strip() for part in prompts.split(";") if part.strip()),
+        prompts=rows_from_timeline(settings.get("prompts") or settings.get("prompt")),
         negative_prompt=settings.get("negative_prompt") or "",
         seconds=settings.get("seconds"),
         plan=settings.get("plan") if settings.get("plan") in PLANS else MODEL_DEFAULT,
