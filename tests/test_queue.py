@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,6 +199,58 @@ def test_a_failing_job_does_not_stop_the_queue(tmp_path):
         "--prompts: entries at 0s and 0.01s fall on the same latent frame",
     )
     assert (good.status, good.frames) == ("done", 30)
+
+
+def test_generate_now_starts_at_once_or_right_after_the_running_job(tmp_path):
+    """ "Generate now" = first in the queue + `wake()`: an idle worker starts the job at once (not
+    at its next poll, a minute away); a busy one finishes its job (never two at a time), then
+    takes the new one before the jobs queued earlier."""
+    started: list[str] = []
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+    release = threading.Event()
+
+    def generate(options, **kwargs):
+        running.append(options.prompt)
+        if len(running) > 1:
+            overlaps.append(list(running))
+        started.append(options.prompt)
+        if options.prompt == "long":
+            release.wait(30)
+        running.remove(options.prompt)
+        return SimpleNamespace(stopped=False, frames=30, latents=torch.zeros(2))
+
+    fake = SimpleNamespace(generate=generate, components=None)
+    q = JobQueue(tmp_path)
+    worker = Worker(q, pipelines=Pipelines(loader=lambda model, load: fake), poll=60)
+    worker._callback = lambda *args: None  # the fake has no model to preview
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    _wait_for(lambda: worker.state == "idle")
+
+    long = q.add(GenerationOptions(prompt="long", seconds=1), front=True)
+    worker.wake()
+    _wait_for(lambda: started == ["long"])  # at once, not after the 60-s poll
+    assert q.running().id == long.id
+    later = q.add(GenerationOptions(prompt="later", seconds=1))
+    now = q.add(GenerationOptions(prompt="now", seconds=1), front=True)
+    worker.wake()
+    time.sleep(0.3)
+    assert started == ["long"] and q.get(now.id).status == "queued"  # the running job goes on
+    release.set()
+    _wait_for(lambda: [j.status for j in q.jobs()] == ["done"] * 3)
+    assert started == ["long", "now", "later"] and overlaps == []
+    assert q.get(long.id).status == "done" and q.get(later.id).attempts == 1
+    worker.shutdown.set()  # also wakes the idle worker: it ends now, not at its next poll
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def _wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------- resume (the demo model)

@@ -160,6 +160,28 @@ def test_uploads_are_checked_as_the_queue_will(tmp_path):
         assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+def test_the_queued_message_says_when_the_job_starts(tmp_path):
+    q = JobQueue(tmp_path)
+    first = q.add(options_from_form(form(prompts=[[None, "first"]]), tmp_path))
+    later = q.add(options_from_form(form(prompts=[[None, "later"]]), tmp_path))
+    assert views.queued_message(q, later, now=False, worker_state="idle") == (
+        f"Queued **{later.id}** (number 2 in the queue), seed 7."
+    )
+    now = q.add(options_from_form(form(prompts=[[None, "now"]]), tmp_path), front=True)
+    assert views.queued_message(q, now, now=True, worker_state="idle") == f"**{now.id}** starts now, seed 7."
+    assert "another process (pid" in views.queued_message(
+        q, now, now=True, worker_state="waiting: another worker (pid 12) runs this queue"
+    )
+    q.update(first.id, lambda j: setattr(j, "status", "running"))
+    assert views.queued_message(q, now, now=True, worker_state=f"running {first.id}") == (
+        f"**{now.id}** is first in the queue, seed 7: it starts when **{first.id}** (running) ends; "
+        "one job runs at a time, so stop that one to start this sooner."
+    )
+    q.update(now.id, lambda j: setattr(j, "status", "running"))  # the worker took it at once
+    q.update(first.id, lambda j: setattr(j, "status", "queued"))
+    assert views.queued_message(q, now, now=True, worker_state="idle").endswith("starts now, seed 7.")
+
+
 def test_load_these_settings_round_trip(tmp_path):
     kept = tmp_path / "queue" / "inputs"
     kept.mkdir(parents=True)

@@ -145,6 +145,10 @@ class JobQueue:
             raise UserError(f"no job {job_id!r} in {self.folder}; `framepack queue list` shows the jobs")
         return QueueJob.from_json(json.loads(path.read_text(encoding="utf-8")))
 
+    def running(self) -> QueueJob | None:
+        """The job marked running (the worker's current one, or one a kill interrupted)."""
+        return next((j for j in self.jobs() if j.status == "running"), None)
+
     def next_job(self) -> QueueJob | None:
         """The job a worker should run next: an interrupted one, else the first queued."""
         jobs = self.jobs()

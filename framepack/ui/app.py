@@ -56,7 +56,7 @@ def create_demo(queue: JobQueue, worker: Worker, spec: ModelSpec, model: str, lo
                 form = _form(gr, spec)
                 with gr.Row():
                     add_button = gr.Button("Add to queue", variant="primary", elem_id="fp-add")
-                    now_button = gr.Button("Generate now (first in the queue)", elem_id="fp-now")
+                    now_button = gr.Button("Generate now", elem_id="fp-now")
                 message = gr.Markdown(elem_id="fp-message")
                 running = _running(gr)
                 jobs = _queue_panel(gr)
@@ -68,12 +68,12 @@ def create_demo(queue: JobQueue, worker: Worker, spec: ModelSpec, model: str, lo
         fields = [form[name] for name in FORM]
         table, picker = jobs["table"], jobs["picker"]
 
-        def add(front: bool, *values: Any) -> dict:
+        def add(now: bool, *values: Any) -> dict:
             options = options_from_form(dict(zip(FORM, values)), outputs)
-            job = queue.add(options, model=model, load=load, front=front)
-            where = "first in the queue" if front else f"number {len(queue.jobs())} in the queue"
+            job = queue.add(options, model=model, load=load, front=now)
+            worker.wake()  # an idle worker starts it at once; a busy one after its job
             return {
-                message: f"Queued **{job.id}** ({where}), seed {job.options['seed']}.",
+                message: views.queued_message(queue, job, now=now, worker_state=worker.state),
                 table: views.queue_rows(queue),
             }
 
@@ -294,7 +294,7 @@ def _wire_jobs(queue: JobQueue, jobs: dict[str, Any], running: dict[str, Any], m
         jobs[name].click(_guard(message, act), jobs["picker"], [message, table])
 
     def stop() -> dict:
-        job = views.running_job(queue)
+        job = queue.running()
         if job is None:
             raise UserError("no job is running")
         queue.stop(job.id)
@@ -368,7 +368,7 @@ def _tick(
         seen[key] = value
         return True
 
-    job = views.running_job(queue)
+    job = queue.running()
     html = views.progress_html(job, worker.state)
     preview: Any = gr.skip()
     so_far: Any = gr.skip()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from framepack.queue import JobQueue, QueueJob
+from framepack.queue.store import worker_pid
 from framepack.video import sidecar_path
 
 QUEUE_HEADERS = ["job", "status", "progress", "seconds", "seed", "prompt", "note"]
@@ -37,8 +38,29 @@ def job_choices(queue: JobQueue) -> list[tuple[str, str]]:
     return [(f"{j.id} · {j.status} · {_prompt(j)[:40]}", j.id) for j in queue.jobs()]
 
 
-def running_job(queue: JobQueue) -> QueueJob | None:
-    return next((j for j in queue.jobs() if j.status == "running"), None)
+def queued_message(queue: JobQueue, job: QueueJob, *, now: bool, worker_state: str) -> str:
+    """What the page says after queueing `job` ("add to queue", or "generate now" with `now`).
+
+    One job runs at a time: "generate now" puts the job first and wakes the worker, so it starts
+    at once when no job runs, and otherwise right after the running one (which is not stopped).
+    """
+    seed = job.options["seed"]
+    if not now:
+        waiting = [j.id for j in queue.jobs() if j.status in ("running", "queued")]
+        place = waiting.index(job.id) + 1 if job.id in waiting else len(waiting)
+        return f"Queued **{job.id}** (number {place} in the queue), seed {seed}."
+    running = queue.running()
+    if running is not None and running.id != job.id:
+        return (
+            f"**{job.id}** is first in the queue, seed {seed}: it starts when **{running.id}** "
+            "(running) ends; one job runs at a time, so stop that one to start this sooner."
+        )
+    if worker_state.startswith("waiting"):
+        return (
+            f"**{job.id}** is first in the queue, seed {seed}: another process (pid {worker_pid(queue)}) "
+            "runs this queue and starts it next."
+        )
+    return f"**{job.id}** starts now, seed {seed}."
 
 
 def progress_html(job: QueueJob | None, worker_state: str) -> str:
