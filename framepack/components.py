@@ -1,130 +1,24 @@
-"""What a generation needs from a model, independent of which model it is.
-
-`Components` bundles the packed transformer, the codec (pixels <-> latents), the prompt encoder,
-an optional image encoder and a `ModelSpec` of defaults (fps, window, plan, steps...). The
-bundled demo model and the released HunyuanVideo checkpoints both load into it, so the
-generation loop has one code path.
+"""Loading a model's `Components` (framepack.model_spec): the bundled demo, a model folder, or
+the released HunyuanVideo checkpoints (framepack.hunyuan.components, imported only when asked
+for: it needs diffusers and transformers).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from framepack.errors import UserError
+from framepack.model_spec import BUILTIN_MODELS, MODES, Components, LoadOptions, ModelSpec
+
+__all__ = ["BUILTIN_MODELS", "MODES", "Components", "LoadOptions", "ModelSpec", "load_components", "spec_from_meta"]
 from framepack.lora import apply_loras, check_lora_args
 from framepack.model_bundle import demo_path, load_bundle
 
 log = logging.getLogger(__name__)
-
-MODES = ("general", "released")
-BUILTIN_MODELS = ("demo", "hunyuan-inverted", "hunyuan-f1")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model's generation defaults and layout.
-
-    fps:          frames per second the model was trained at.
-    window:       latent frames per section (released: 9 = 33 pixel frames).
-    mode:         "general" (true frame times, packed by `schedule`) or "released" (the official
-                  index layouts of the 13B checkpoints, SPEC sec. 5).
-    schedule:     packing schedule spec (`framepack.packing.parse_schedule`), general mode.
-    plan:         default section plan.
-    steps:        default sampling steps; shift: sigma shift (None: resolution-dependent, capped).
-    guidance:     distilled guidance (None: the model has no guidance embedding).
-    cfg:          default real classifier-free guidance on the prompt (1.0 = off).
-    size:         (H, W) pixels for models with one size; None: resolution buckets.
-    prediction:   "velocity" (released models) or "x0" (converted by sampling.x0_to_velocity).
-    layouts:      the section layouts the model was trained for (bundles record them; None: any).
-    max_anchor_gap: general mode: the start/keyframe anchors are placed at most this many latent
-                  frames before/after the section in RoPE time (None: true times). The released
-                  inverted layout caps the gap the same way with its padding (at most 3 windows).
-    """
-
-    name: str
-    fps: int = 30
-    window: int = 9
-    mode: str = "general"
-    schedule: str = "released-f1"
-    plan: str = "inverted"
-    steps: int = 25
-    shift: float | None = None
-    guidance: float | None = None
-    cfg: float = 1.0
-    size: tuple[int, int] | None = None
-    bucket: int = 640
-    max_anchor_gap: int | None = None
-    prediction: str = "velocity"
-    example_image: str | None = None
-    example_prompt: str = ""
-    layouts: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"ModelSpec.mode must be one of {MODES}, got {self.mode!r}")
-        if self.window < 1 or self.fps < 1 or self.steps < 1:
-            raise ValueError("ModelSpec.window, fps and steps must be >= 1")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class LoadOptions:
-    """How to load a model: where its parts are, on which device, in which dtype."""
-
-    model_dir: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
-    low_vram: bool = False
-    teacache: float = 0.0
-    loras: list[str] = field(default_factory=list)
-    bucket: int | None = None  # resolution buckets around bucket^2 pixels (released models; None: 640)
-
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise UserError(
-                f"--device {self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
-            ) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {self.device}: CUDA is not available here; use --device cpu")
-        return device
-
-
-ImageEncoder = Callable[[Tensor], Tensor]  # (B, 3, H, W) in [-1, 1] -> (B, N, D)
-
-
-@dataclass
-class Components:
-    """Everything the generation loop calls. `transformer(...)` follows docs/architecture.md.
-
-    on_job_start(latent_hw, steps) and on_section_start() are optional hooks the pipeline calls
-    before the first section and before each section (the released models print their VRAM
-    estimate and reset TeaCache there).
-    """
-
-    spec: ModelSpec
-    transformer: nn.Module
-    codec: Any  # framepack.codecs.base.Codec
-    prompt_encoder: Any  # framepack.text.base.PromptEncoder
-    image_encoder: ImageEncoder | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype = torch.float32
-    source: str = ""
-    on_job_start: Callable[[tuple[int, int], int], None] | None = None
-    on_section_start: Callable[[], None] | None = None
-
 
 def load_components(model: str, options: LoadOptions | None = None) -> Components:
     """Load `demo`, `hunyuan-inverted`, `hunyuan-f1`, or a model folder (with framepack.json)."""

@@ -295,3 +295,66 @@ def test_output_mlp_starts_as_the_linear_head(tmp_path):
     model.train()
     model(latents, latent_indices=idx, **cond).square().mean().backward()
     assert model.proj_out_mlp[2].weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- bf16 as the official demo
+
+
+def _bf16_run() -> dict[str, torch.Tensor]:
+    """A bf16 tiny model called as the pipeline calls it (fp32 guidance 10 * 1000).
+
+    Returns its output, the output-norm tokens (B, S, D) and the guidance embedder's input.
+    """
+    model = _model().to(torch.bfloat16)
+    g = torch.Generator().manual_seed(12)
+    cond = {
+        k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in _conditions(TINY, 1, g).items()
+    }
+    cond["guidance"] = torch.full((1,), 10 * 1000.0)  # float32, as Job.sample_section builds it
+    seen = {"model": model}
+    model.norm_out.register_forward_hook(lambda module, args, out: seen.setdefault("normed", out))
+    model.time_text_embed.guidance_embedder.register_forward_pre_hook(
+        lambda module, args: seen.setdefault("guidance_features", args[0])
+    )
+    latents = torch.randn(1, 4, 2, 8, 8, generator=g).to(torch.bfloat16)
+    with torch.no_grad():
+        seen["out"] = model(latents, latent_indices=torch.tensor([[0, 1]]), **cond)
+    return seen
+
+
+def test_bf16_guidance_goes_through_bf16_as_released():
+    """The released sampler builds `distilled_guidance` in bf16: 10000 becomes 9984."""
+    from framepack.models.blocks import timestep_features
+
+    features = _bf16_run()["guidance_features"]
+    assert torch.tensor(10000.0).bfloat16().item() == 9984.0
+    assert torch.equal(features, timestep_features(torch.tensor([9984.0])).bfloat16())
+    assert not torch.equal(features, timestep_features(torch.tensor([10000.0])).bfloat16())
+
+
+def test_bf16_output_projection_runs_in_float32():
+    """proj_out on the bf16 norm output, in fp32 (the demo's high_quality_fp32_output_for_inference)."""
+    run = _bf16_run()
+    out, normed, model = run["out"], run["normed"], run["model"]
+    assert normed.dtype == torch.bfloat16 and out.dtype == torch.float32
+    w, b = model.proj_out.weight, model.proj_out.bias
+    fp32 = normed.float() @ w.float().T + b.float()  # (1, T*h'*w', p*p*C) = (1, 32, 16)
+    bf16 = (normed @ w.T + b).float()  # the old path: the velocity rounded to bf16
+    # unpatchify 'b (t h w) (c ph pw) -> b c t (h ph) (w pw)' with t=2, h=w=4, p=2, c=4
+    tokens = out.reshape(1, 4, 2, 4, 2, 4, 2).permute(0, 2, 3, 5, 1, 4, 6).reshape(1, 32, 16)
+    torch.testing.assert_close(tokens, fp32, rtol=0, atol=1e-6)
+    assert (tokens - bf16).abs().max() > 1e-3  # the two differ: this test can fail
+
+
+def test_output_tokens_invert_the_unpatchify():
+    """The head's skip reads token k's own input values: _tokens is the output reshape's inverse."""
+    model = _model()
+    latents = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    tokens = model._tokens(latents)  # (B, T*h'*w', C*p*p)
+    b, t, h, w, p = 2, 3, 8, 8, 2
+    back = (
+        tokens.reshape(b, t, h // p, w // p, -1, 1, p, p)
+        .permute(0, 4, 1, 5, 2, 6, 3, 7)
+        .reshape(b, -1, t, h, w)
+    )
+    assert torch.equal(back, latents)

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from framepack.components import Components, LoadOptions, ModelSpec
 from framepack.errors import UserError
+from framepack.model_spec import Components, LoadOptions, ModelSpec
 
 log = logging.getLogger(__name__)
 

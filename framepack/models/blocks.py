@@ -52,14 +52,14 @@ class ConditionEmbedding(nn.Module):
         self.guidance_embedder = MLPEmbedder(256, dim) if guidance_embeds else None
 
     def forward(self, timestep: Tensor, pooled: Tensor, guidance: Tensor | None = None) -> Tensor:
-        temb = self.timestep_embedder(timestep_features(timestep).to(pooled.dtype)) + self.text_embedder(
-            pooled
-        )
+        temb = self.timestep_embedder(timestep_features(timestep).to(pooled.dtype))
         if self.guidance_embedder is not None:
             if guidance is None:
                 raise ValueError("guidance is required: this model was trained with guidance_embeds=True")
+            # The released sampler builds the guidance in the run's dtype: in bf16, 10 * 1000 -> 9984.
+            guidance = guidance.to(pooled.dtype)
             temb = temb + self.guidance_embedder(timestep_features(guidance).to(pooled.dtype))
-        return temb
+        return temb + self.text_embedder(pooled)  # released order (time + guidance) + text: same bf16 sums
 
 
 class PatchEmbed(nn.Module):
@@ -346,4 +346,4 @@ class OutputNorm(nn.Module):
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         scale, shift = self.linear(F.silu(temb).to(x.dtype)).chunk(2, dim=-1)
-        return modulate(layer_norm(x), shift, scale)
+        return layer_norm(x) * (1 + scale[:, None]) + shift[:, None]

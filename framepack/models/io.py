@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from framepack.models.config import TransformerConfig
-from framepack.models.transformer import PackedTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ def parse_size(size: int | str) -> int:
 
 
 def save_pretrained(
-    model: PackedTransformer, directory: str | os.PathLike, max_shard_size: int | str = "5GB"
+    model: nn.Module, directory: str | os.PathLike, max_shard_size: int | str = "5GB"
 ) -> None:
-    """Write `config.json` and the weights, sharded when they exceed `max_shard_size` bytes."""
+    """Write `config.json` (from `model.config`, a TransformerConfig) and the weights, sharded
+    when they exceed `max_shard_size` bytes."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = {"_class_name": CLASS_NAME, "_diffusers_version": DIFFUSERS_VERSION, **model.config.to_dict()}
@@ -111,21 +112,19 @@ def weight_files(directory: str | os.PathLike) -> dict[str, Path]:
 
 
 def load_pretrained(
+    model: nn.Module,
     directory: str | os.PathLike,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    attention_backend: str = "sdpa",
-) -> PackedTransformer:
-    """Build a PackedTransformer from a diffusers-format directory.
+) -> nn.Module:
+    """Fill `model` (built from `load_config(directory)`, usually on the meta device) with the
+    weights of a diffusers-format directory; returns it in eval mode.
 
     dtype: cast every tensor to it (None keeps the stored dtype); device: where tensors go
     (default CPU). Raises ValueError naming the key on any missing, unexpected or mis-shaped
     tensor, FileNotFoundError naming the expected path on missing files.
     """
-    config = load_config(directory)
     files = weight_files(directory)
-    with torch.device("meta"):
-        model = PackedTransformer(config, attention_backend=attention_backend)
     expected = model.state_dict()
     unexpected = sorted(set(files) - set(expected))
     missing = sorted(set(expected) - set(files))

@@ -32,6 +32,7 @@ from framepack.models.blocks import (
     patchify,
 )
 from framepack.models.config import Kernel, TransformerConfig, projection_name
+from framepack.models.io import load_config, load_pretrained, save_pretrained
 from framepack.packing import PackedContext
 from framepack.rope import interleave_tables, rope_tables
 
@@ -150,9 +151,10 @@ class PackedTransformer(nn.Module):
         self.config = new_config
 
     def _output_mlp(self, hidden: int) -> nn.Sequential:
-        """Per-token MLP D -> hidden -> p*p*C beside `proj_out`; its last layer starts at zero."""
+        """Per-token MLP [hidden state D | noisy input token p*p*C] -> hidden -> p*p*C beside
+        `proj_out`; its last layer starts at zero."""
         dim, out = self.proj_out.in_features, self.proj_out.out_features
-        mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out))
+        mlp = nn.Sequential(nn.Linear(dim + out, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out))
         nn.init.zeros_(mlp[2].weight)
         nn.init.zeros_(mlp[2].bias)
         return mlp.to(device=self.proj_out.weight.device, dtype=self.proj_out.weight.dtype)
@@ -160,8 +162,11 @@ class PackedTransformer(nn.Module):
     def add_output_mlp(self, hidden: int) -> None:
         """Add a per-token MLP head of width `hidden` beside the linear `proj_out`.
 
-        Its last layer starts at zero, so the model computes exactly what it did before; training
-        then lets each token's output leave the D-dimensional subspace a linear head confines it to.
+        A linear head maps each token's D hidden values to its p*p*C outputs, so every output
+        token lies in a D-dimensional subspace, and the noisy input reaches the head only through
+        the D-wide input projection. The MLP reads the hidden state and the token's own noisy
+        input (a skip connection at full width), so its output can leave that subspace. Its last
+        layer starts at zero: the model computes exactly what it did before.
         """
         if self.proj_out_mlp is not None:
             raise ValueError(f"the model already has an output MLP (width {self.config.head_hidden})")
@@ -216,11 +221,23 @@ class PackedTransformer(nn.Module):
             x = self._run(block, x, temb, mask, joint_rope, self._attend)
 
         x = x[:, n_video - n_noisy : n_video]  # (B, T*h'*w', D) noisy tokens only
-        x = self.norm_out(x, temb)
-        out = self.proj_out(x)  # (B, T*h'*w', p*p*C)
-        x = out if self.proj_out_mlp is None else out + self.proj_out_mlp(x)
+        x = self.norm_out(x, temb)  # (B, T*h'*w', D) in the model's dtype
+        # The output projection runs in float32 whatever the model's dtype, as the released demo
+        # (`high_quality_fp32_output_for_inference`): the velocity is not rounded to bf16.
+        weight, bias = self.proj_out.weight.float(), self.proj_out.bias.float()
+        out = F.linear(x.float(), weight, bias)  # (B, T*h'*w', p*p*C) float32
+        if self.proj_out_mlp is not None:  # (B, T*h'*w', D + p*p*C) -> (B, T*h'*w', p*p*C)
+            out = out + self.proj_out_mlp(torch.cat([x, self._tokens(latents).to(x.dtype)], dim=-1))
+        x = out
         x = x.reshape(b, t, h // p, w // p, -1, 1, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return x.reshape(b, -1, t, h, w)
+
+    def _tokens(self, latents: Tensor) -> Tensor:
+        """(B, C, T, h, w) -> (B, T*h'*w', C*p*p), the inverse of the output's unpatchify."""
+        b, c, t, h, w = latents.shape
+        p = self.config.patch_size
+        x = latents.reshape(b, c, t, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)
+        return x.reshape(b, t * (h // p) * (w // p), c * p * p)
 
     def _run(self, block: nn.Module, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -323,12 +340,10 @@ class PackedTransformer(nn.Module):
         attention_backend: str = "sdpa",
     ) -> PackedTransformer:
         """Load a diffusers-format directory (config.json + safetensors, sharded or not)."""
-        from framepack.models.io import load_pretrained
-
-        return load_pretrained(directory, dtype=dtype, device=device, attention_backend=attention_backend)
+        with torch.device("meta"):
+            model = cls(load_config(directory), attention_backend=attention_backend)
+        return load_pretrained(model, directory, dtype=dtype, device=device)
 
     def save_pretrained(self, directory: str | os.PathLike | Path, max_shard_size: int | str = "5GB") -> None:
         """Write config.json and safetensors weights in the diffusers layout."""
-        from framepack.models.io import save_pretrained
-
         save_pretrained(self, directory, max_shard_size=max_shard_size)

@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +371,27 @@ def _set_up(
     return source, model, codec
 
 
+@dataclass
+class Session:
+    """What one training process works with: the data, the model (bare and wrapped for DDP or
+    FSDP), its EMA and optimizer, and where it stands (step, training seconds before this
+    process, counters saved with checkpoints)."""
+
+    config: TrainConfig
+    paths: RunPaths
+    env: Distributed
+    source: ClipSource
+    codec: Codec
+    model: Denoiser
+    wrapped: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    fresh: bool
+    step: int = 0
+    elapsed: float | None = 0.0
+    counters: dict[str, Any] = field(default_factory=lambda: {"skipped_files": {}})
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -381,7 +402,54 @@ def train(
     progress: bool = True,
 ) -> Path:
     """Train (or resume, or finetune) and return the run directory. See the module docstring."""
-    paths = RunPaths(Path(run_dir))
+    run = start(config, RunPaths(Path(run_dir)), resume=resume, init=init, add_levels=add_levels)
+    restore(run)
+    ledger = Ledger(run, progress)
+    # The next step's samples are drawn in a background thread while this step trains (they
+    # depend only on (seed, step), so prefetching changes nothing but the speed).
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    upcoming = prefetch.submit(draw_step, config, run.env, run.source, run.codec, run.step)
+    try:
+        while True:
+            done = run.step >= config.steps
+            ledger.status(done)
+            if run.step > ledger.start_step and (run.step % config.checkpoint_every == 0 or done):
+                snapshot(run, ledger.seconds())
+            if done:
+                break
+            batches = upcoming.result()
+            upcoming = prefetch.submit(draw_step, config, run.env, run.source, run.codec, run.step + 1)
+            loss = train_step(config, run.env, run.wrapped, run.model, run.optimizer, batches, run.step)
+            if not math.isfinite(loss):
+                raise RuntimeError(f"loss became {loss} at step {run.step}; lower lr or check the data")
+            beta = ema_beta(
+                run.step * config.batch_size,
+                config.batch_size,
+                config.ema_halflife_samples,
+                config.ema_rampup,
+            )
+            run.ema.update(run.model, beta)
+            run.step += 1
+            ledger.record(loss)
+    finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
+        ledger.close()
+    if run.env.is_main:
+        export_bundle(run.paths.root, run.paths.bundle)
+    run.env.barrier()
+    return run.paths.root
+
+
+def start(
+    config: TrainConfig,
+    paths: RunPaths,
+    *,
+    resume: bool,
+    init: str | Path | None,
+    add_levels: Sequence[tuple[int, int, int]],
+) -> Session:
+    """Set up a run: check the config against the process count, build or load the model (a
+    failed start leaves no run directory behind), wrap it, and clear a killed run's litter."""
     env = Distributed.from_env()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -390,8 +458,6 @@ def train(
             f"batch_size/micro_batch = {config.batch_size // config.micro_batch} micro-batches cannot be "
             f"split over {env.world} processes; make it a multiple of the process count"
         )
-
-    # -- set up ---------------------------------------------------------------------------------
     # A run killed before its initial model was saved starts over from its own config.json.
     fresh = not (resume and paths.config.is_file() and (paths.model / "framepack.json").is_file())
     if fresh and paths.root.exists() and any(paths.root.iterdir()) and not resume:
@@ -407,128 +473,110 @@ def train(
         raise
     model.train().to(env.device)
     wrapped = wrap(model, env, config.strategy)  # FSDP shards `model`'s parameters in place
-    ema = EMA(model)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=config.weight_decay
     )
-
     if env.is_main:  # a killed process's temporary files: checkpoints, JSON and bundles half written
         for tmp in [*paths.checkpoints.glob("*.tmp"), *paths.root.glob(".*.tmp"), *paths.root.glob(".*.old")]:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    return Session(config, paths, env, source, codec, model, wrapped, EMA(model), optimizer, fresh)
 
-    # -- resume ---------------------------------------------------------------------------------
-    step, elapsed = 0, 0.0  # elapsed: training seconds before this process (kept across resumes)
-    counters: dict[str, Any] = {"skipped_files": {}}
-    latest = latest_checkpoint(paths.checkpoints) if not fresh else None
+
+def restore(run: Session) -> None:
+    """Load the latest checkpoint of a resumed run (model, EMA, optimizer, RNG, counters) after
+    checking that it was made with the same settings; then record a resume's new `--steps`."""
+    paths, env = run.paths, run.env
+    latest = latest_checkpoint(paths.checkpoints) if not run.fresh else None
     if latest is not None:
         ckpt = load_checkpoint(latest, restore_global_rng=True)
-        check_settings(ckpt.state.get("settings"), config.resume_settings(), latest)
+        check_settings(ckpt.state.get("settings"), run.config.resume_settings(), latest)
         set_state_dict(
-            model,
-            optimizer,
+            run.model,
+            run.optimizer,
             model_state_dict=ckpt.model,
             optim_state_dict=ckpt.optimizer,
             options=StateDictOptions(full_state_dict=True),
         )
-        ema.load_state_dict(ckpt.ema)
-        step, counters = ckpt.step, ckpt.state.get("counters", counters)
-        elapsed = ckpt.state.get("seconds")
-        if env.is_main:
-            truncate_log(paths.log, step)
-    elif env.is_main:
-        truncate_log(paths.log, 0)
-    changed = json.loads(json.dumps(config.to_dict())) != json.loads(paths.config.read_text())
-    if env.is_main and not fresh and changed:  # the start succeeded: a resume's new --steps
-        atomic_write_json(paths.config, config.to_dict())
-    env.barrier()
-
-    # -- loop -----------------------------------------------------------------------------------
-    history = read_log(paths.log) if env.is_main else []
-    if elapsed is None:  # checkpoints before "seconds" was saved: the log's time at that step
-        elapsed = history[-1]["seconds"] if history and history[-1]["step"] == step else 0.0
-    bar = tqdm(
-        total=config.steps,
-        initial=step,
-        unit="step",
-        disable=not (progress and env.is_main),
-        dynamic_ncols=True,
-    )
-    start_time, start_step = time.perf_counter(), step
-
-    def training_seconds() -> float:  # summed over this and earlier (resumed) sessions
-        return round(elapsed + time.perf_counter() - start_time, 3)
-
-    log_file = paths.log.open("a") if env.is_main else None
-    # The next step's samples are drawn in a background thread while this step trains (they
-    # depend only on (seed, step), so prefetching changes nothing but the speed).
-    prefetch = ThreadPoolExecutor(max_workers=1)
-    upcoming = prefetch.submit(draw_step, config, env, source, codec, step)
-    try:
-        while True:
-            done = step >= config.steps
-            # status
-            if env.is_main and history and (step % config.log_every == 0 or done):
-                recent = [r["loss"] for r in history[-config.log_every :]]
-                rate = (step - start_step) * config.batch_size / max(time.perf_counter() - start_time, 1e-9)
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", samples_per_s=f"{rate:.1f}")
-                plot_loss([r["step"] for r in history], [r["loss"] for r in history], paths.plot)
-            # snapshot
-            if step > start_step and (step % config.checkpoint_every == 0 or done):
-                counters["skipped_files"] = getattr(source, "skipped", {})
-                if config.strategy == "ddp":
-                    counters["replicas_identical"] = env.replicas_identical(model)
-                model_state, optim_state = full_state(model, optimizer)
-                ema_state = full_tensors(ema.state_dict())
-                if env.is_main:
-                    log_file.flush()
-                    ckpt = Checkpoint(
-                        step, full_tensors(model_state), ema_state, optim_state,
-                        {"samples": step * config.batch_size, "counters": counters,
-                         "seconds": training_seconds(), "settings": config.resume_settings()},
-                    )  # fmt: skip
-                    save_checkpoint(paths.checkpoints, ckpt)
-                    prune_checkpoints(paths.checkpoints, config.keep_checkpoints)
-                env.barrier()
-            if done:
-                break
-            # step
-            batches = upcoming.result()
-            upcoming = prefetch.submit(draw_step, config, env, source, codec, step + 1)
-            loss = train_step(config, env, wrapped, model, optimizer, batches, step)
-            if not math.isfinite(loss):
-                raise RuntimeError(f"loss became {loss} at step {step}; lower lr or check the data")
-            ema.update(
-                model,
-                ema_beta(
-                    step * config.batch_size,
-                    config.batch_size,
-                    config.ema_halflife_samples,
-                    config.ema_rampup,
-                ),
-            )
-            step += 1
-            if env.is_main:
-                row = {
-                    "step": step,
-                    "loss": loss,
-                    "lr": learning_rate(config, step - 1),
-                    "samples": step * config.batch_size,
-                    "seconds": training_seconds(),
-                }
-                log_file.write(json.dumps(row) + "\n")
-                log_file.flush()
-                history.append(row)
-            bar.update(1)
-    finally:
-        prefetch.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-
+        run.ema.load_state_dict(ckpt.ema)
+        run.step, run.counters = ckpt.step, ckpt.state.get("counters", run.counters)
+        run.elapsed = ckpt.state.get("seconds")
     if env.is_main:
-        export_bundle(paths.root, paths.bundle)
+        truncate_log(paths.log, run.step)
+    changed = json.loads(json.dumps(run.config.to_dict())) != json.loads(paths.config.read_text())
+    if env.is_main and not run.fresh and changed:  # the start succeeded: a resume's new --steps
+        atomic_write_json(paths.config, run.config.to_dict())
     env.barrier()
-    return paths.root
+
+
+def snapshot(run: Session, seconds: float) -> None:
+    """Save a checkpoint (model, EMA, optimizer, RNG, counters) and prune old ones."""
+    config, env = run.config, run.env
+    run.counters["skipped_files"] = getattr(run.source, "skipped", {})
+    if config.strategy == "ddp":
+        run.counters["replicas_identical"] = env.replicas_identical(run.model)
+    model_state, optim_state = full_state(run.model, run.optimizer)
+    ema_state = full_tensors(run.ema.state_dict())
+    if env.is_main:
+        state = {"samples": run.step * config.batch_size, "counters": run.counters, "seconds": seconds,
+                 "settings": config.resume_settings()}  # fmt: skip
+        save_checkpoint(
+            run.paths.checkpoints,
+            Checkpoint(run.step, full_tensors(model_state), ema_state, optim_state, state),
+        )
+        prune_checkpoints(run.paths.checkpoints, config.keep_checkpoints)
+    env.barrier()
+
+
+class Ledger:
+    """The run's bookkeeping on the main process: the log (one JSON line per step), the progress
+    bar with loss and samples/s, the loss plot, and training seconds summed over sessions."""
+
+    def __init__(self, run: Session, progress: bool) -> None:
+        self.run = run
+        main = run.env.is_main
+        self.history = read_log(run.paths.log) if main else []
+        if run.elapsed is None:  # checkpoints before "seconds" was saved: the log's time at that step
+            last = self.history[-1] if self.history else None
+            run.elapsed = last["seconds"] if last and last["step"] == run.step else 0.0
+        self.bar = tqdm(total=run.config.steps, initial=run.step, unit="step",
+                        disable=not (progress and main), dynamic_ncols=True)  # fmt: skip
+        self.start_time, self.start_step = time.perf_counter(), run.step
+        self.file = run.paths.log.open("a") if main else None
+
+    def seconds(self) -> float:
+        """Training seconds, summed over this and earlier (resumed) sessions."""
+        return round(self.run.elapsed + time.perf_counter() - self.start_time, 3)
+
+    def status(self, done: bool) -> None:
+        run, config = self.run, self.run.config
+        if not (run.env.is_main and self.history and (run.step % config.log_every == 0 or done)):
+            return
+        recent = [r["loss"] for r in self.history[-config.log_every :]]
+        rate = (
+            (run.step - self.start_step)
+            * config.batch_size
+            / max(time.perf_counter() - self.start_time, 1e-9)
+        )
+        self.bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", samples_per_s=f"{rate:.1f}")
+        plot_loss([r["step"] for r in self.history], [r["loss"] for r in self.history], self.run.paths.plot)
+        if self.file is not None:
+            self.file.flush()
+
+    def record(self, loss: float) -> None:
+        """Log the step just taken (its loss, learning rate, samples and seconds)."""
+        run = self.run
+        if self.file is not None:
+            row = {"step": run.step, "loss": loss, "lr": learning_rate(run.config, run.step - 1),
+                   "samples": run.step * run.config.batch_size, "seconds": self.seconds()}  # fmt: skip
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+            self.history.append(row)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def export_bundle(
