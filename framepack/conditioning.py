@@ -132,8 +132,6 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
             # End frame (FramePack PR #167, docs/hunyuan.md): every section sees the average of
             # the start and end images' features; the end latent fills the first inverted
             # section's "post" slot through the plan.
-            from framepack.hunyuan.image import mix_image_embeds
-
             cond.image_embeds = mix_image_embeds(cond.image_embeds, end_embeds, END_IMAGE_WEIGHT)
     fps = options.fps or spec.fps
     _check_keyframe_latents(components, options.keyframes, fps)
@@ -193,3 +191,20 @@ def _image_embeds(components: Components, pixels: Tensor) -> Tensor | None:
         return None
     with torch.no_grad():
         return components.image_encoder(pixels[:, :, 0].to(components.device)).float().cpu()
+
+
+def mix_image_embeds(start: Tensor, end: Tensor | None, end_weight: float = 0.5) -> Tensor:
+    """Image features for a start + end frame job: (1 - end_weight) * start + end_weight * end.
+
+    0.5 (the default) is the plain average used by FramePack PR #167 and its forks; 0 ignores the
+    end image's features (what diffusers' pipeline ends up doing: it computes and drops them).
+    """
+    if end is None:
+        return start
+    if not 0.0 <= end_weight <= 1.0:
+        raise ValueError(f"end_weight must be in [0, 1], got {end_weight}")
+    if start.shape != end.shape:
+        raise ValueError(
+            f"start and end features differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}"
+        )
+    return (1 - end_weight) * start + end_weight * end

@@ -6,7 +6,7 @@ transformer's image projection. We preprocess exactly as diffusers' HunyuanVideo
 which equals the official uint8 path.
 
 End frame (not in the official demo; from FramePack PR #167, diffusers and the forks): the end
-image's features are averaged with the start image's (`mix_image_embeds`, weight 0.5), and its
+image's features are averaged with the start image's (`framepack.conditioning.mix_image_embeds`, weight 0.5), and its
 VAE latent is the clean "post" frame of the first inverted section (see docs/hunyuan.md).
 """
 
@@ -72,20 +72,3 @@ class SiglipImageEncoder:
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.image_encoder]
-
-
-def mix_image_embeds(start: Tensor, end: Tensor | None, end_weight: float = 0.5) -> Tensor:
-    """Image features for a start + end frame job: (1 - end_weight) * start + end_weight * end.
-
-    0.5 (the default) is the plain average used by FramePack PR #167 and its forks; 0 ignores the
-    end image's features (what diffusers' pipeline ends up doing: it computes and drops them).
-    """
-    if end is None:
-        return start
-    if not 0.0 <= end_weight <= 1.0:
-        raise ValueError(f"end_weight must be in [0, 1], got {end_weight}")
-    if start.shape != end.shape:
-        raise ValueError(
-            f"start and end features differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}"
-        )
-    return (1 - end_weight) * start + end_weight * end
