@@ -314,3 +314,29 @@ def test_cancel_a_running_job_ends_it_after_the_step(tmp_path, demo_pipelines):
     Worker(q, pipelines=demo_pipelines, on_step=cancel_at_first_step).run(until_empty=True)
     assert q.get(job.id).status == "cancelled"
     assert len(seen) <= 2  # the stop is read with the first progress write
+
+
+def test_extend_a_gallery_video_through_the_queue(tmp_path, demo_pipelines):
+    """The gallery's "extend this video": its settings into the form, extend set, queued, run."""
+    from framepack.ui import views
+    from framepack.ui.requests import form_from_settings, options_from_form
+
+    q = JobQueue(tmp_path)
+    first = q.add(GenerationOptions(**OPTIONS))
+    worker = Worker(q, pipelines=demo_pipelines)
+    worker.run(until_empty=True)
+    assert views.video_choices(tmp_path)[0][1] == q.video(first).name
+    spec = demo_pipelines.get("demo", json.loads(json.dumps(_default_load()))).components.spec
+    values, notes = form_from_settings(views.read_settings(q.video(first)), tmp_path, spec.example_image)
+    assert notes == [] and values["image"] is None  # the model's example image: an empty image
+    values.update(extend=q.video(first).name, plan="forward", seconds=0.5)
+    more = q.add(options_from_form(values, tmp_path))
+    assert more.options["extend"] == str(q.video(first)) and more.options["seed"] == OPTIONS["seed"]
+    worker.run(until_empty=True)
+    done = q.get(more.id)
+    assert done.status == "done", done.error
+    frames, before = _frames(q.video(more)), _frames(q.video(first))
+    assert done.frames == len(frames) > 15  # what it kept of the video, then 0.5 s more
+    kept = len(frames) - 15
+    assert np.abs(frames[:kept].astype(int) - before[-kept:].astype(int)).mean() < 8
+    assert views.read_settings(q.video(more))["extend"] == str(q.video(first))
