@@ -1,9 +1,11 @@
 """The web UI in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright,
 which never downloads a browser here) against `framepack ui` on 127.0.0.1 with the demo model.
 
-1. upload a start image, write a two-line prompt timeline, queue a 1-s job, see the video and
-   the gallery with its settings; bad input gives the CLI's one line in the page.
-2. kill -9 the server mid-job, start it again, and see the job finish (resumed).
+1. upload a start image, write a two-row prompt timeline in the row editor, queue a 1-s job,
+   see the video and the gallery with its settings, load them back into the rows; bad input
+   (a bad number, an upload that is not an image) gives the CLI's one line in the page.
+2. "generate now" a job, kill -9 the server mid-job, start it again, and see the job finish
+   (resumed).
 
 Without Chromium or Playwright these tests fail (they are part of CI: `.ci/run` installs the
 browser); they do not skip. `FRAMEPACK_UI_SCREENSHOTS=1` writes the page's screenshots to
@@ -32,7 +34,8 @@ from framepack.queue import JobQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "img" if os.environ.get("FRAMEPACK_UI_SCREENSHOTS") == "1" else None
-TIMELINE = "0s: the camera pans left steadily\n0.5s: the camera holds still"
+ROWS = [("0", "the camera pans left steadily"), ("0.5", "the camera holds still")]
+TIMELINE = "0s: the camera pans left steadily\n0.5s: the camera holds still"  # what the rows ask
 
 
 def chromium_path() -> str:
@@ -123,14 +126,36 @@ def open_page(browser, url: str):
     return page
 
 
-def queue_job(page, *, seconds: str, steps: str, image: Path | None = None) -> None:
+def cell(page, row: int, column: int):
+    return page.locator(f'#fp-prompts [data-testid="cell-{row}-{column}"]')
+
+
+def fill_cell(page, row: int, column: int, text: str) -> None:
+    """Type into a cell of the timeline editor (a double click opens its editor)."""
+    cell(page, row, column).dblclick()
+    editor = cell(page, row, column).locator("textarea, input")
+    editor.fill(text)
+    editor.press("Enter")
+    wait_for_text(page, f'#fp-prompts [data-testid="cell-{row}-{column}"]', text, 15)
+
+
+def write_timeline(page) -> None:
+    """The two rows of ROWS: the first row is there; "add a row" makes the second."""
+    page.click("#fp-add-row")
+    cell(page, 1, 0).wait_for(timeout=15_000)
+    for row, values in enumerate(ROWS):
+        for column, text in enumerate(values):
+            fill_cell(page, row, column, text)
+
+
+def queue_job(page, *, seconds: str, steps: str, image: Path | None = None, button: str = "#fp-add") -> None:
     if image is not None:
         page.set_input_files("#fp-image input[type=file]", str(image))
         page.wait_for_selector("#fp-image img", timeout=15_000)
-    page.fill("#fp-prompts textarea", TIMELINE)
+    write_timeline(page)
     page.fill("#fp-seconds input", seconds)
     page.fill("#fp-steps input", steps)
-    page.click("#fp-add")
+    page.click(button)
 
 
 def wait_for_text(page, selector: str, text: str, timeout: float) -> None:
@@ -158,6 +183,11 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
     page.fill("#fp-seconds input", "0")  # bad input: the CLI's one line, in the page
     page.click("#fp-add")
     wait_for_text(page, "#fp-message", "--seconds must be > 0, got 0", 15)
+    notes = tmp_path / "notes.png"  # an upload that is not an image: refused when it lands
+    notes.write_text("not an image")
+    page.set_input_files("#fp-image input[type=file]", str(notes))
+    wait_for_text(page, "#fp-message", "--image: cannot read notes.png as an image", 15)
+    assert page.locator("#fp-image img").count() == 0  # removed from the form
     assert "Traceback" not in page.content()
 
     image = tmp_path / "start.png"  # the demo's example picture, upscaled (uploads are any size)
@@ -170,7 +200,7 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
     shot(page, "generate")
     wait_for_text(page, "#fp-queue", "done", 60)
     (job,) = JobQueue(ui.outputs).jobs()
-    assert job.status == "done" and job.frames == 30
+    assert job.status == "done" and job.frames == 30 and job.options["prompts"] == TIMELINE
     page.wait_for_selector("#fp-so-far video", timeout=15_000)
 
     page.get_by_role("tab", name="Gallery").click()
@@ -183,7 +213,10 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
     shot(page, "gallery")
     page.click("#fp-load")  # back to the form with the video's settings
     wait_for_text(page, "#fp-message", "Loaded the settings", 15)
-    assert page.input_value("#fp-prompts textarea") == TIMELINE
+    assert [[cell(page, r, c).inner_text().strip() for c in (0, 1)] for r in (0, 1)] == [
+        list(row) for row in ROWS
+    ]
+    assert cell(page, 2, 0).count() == 0
     page.get_by_role("tab", name="Gallery").click()
     page.click("#fp-extend-this")  # "extend this video": the form continues it
     wait_for_text(page, "#fp-message", f"Extending {job.id}.mp4", 15)
@@ -199,8 +232,8 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
 def test_a_killed_server_resumes_its_job(browser, server):
     ui = server()
     page = open_page(browser, ui.url)
-    queue_job(page, seconds="2", steps="10")
-    wait_for_text(page, "#fp-message", "Queued", 15)
+    queue_job(page, seconds="2", steps="10", button="#fp-now")
+    wait_for_text(page, "#fp-message", "starts now", 15)  # the worker is idle: it starts at once
     queue = JobQueue(ui.outputs)
     deadline = time.monotonic() + 60
     while not list(ui.outputs.glob("*.resume.safetensors")):  # a section is saved
