@@ -14,11 +14,20 @@ import torch
 from framepack.errors import UserError
 from framepack.model_spec import BUILTIN_MODELS, MODES, Components, LoadOptions, ModelSpec
 
-__all__ = ["BUILTIN_MODELS", "MODES", "Components", "LoadOptions", "ModelSpec", "load_components", "spec_from_meta"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "MODES",
+    "Components",
+    "LoadOptions",
+    "ModelSpec",
+    "load_components",
+    "spec_from_meta",
+]
 from framepack.lora import apply_loras, check_lora_args
 from framepack.model_bundle import demo_path, load_bundle
 
 log = logging.getLogger(__name__)
+
 
 def load_components(model: str, options: LoadOptions | None = None) -> Components:
     """Load `demo`, `hunyuan-inverted`, `hunyuan-f1`, or a model folder (with framepack.json)."""

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from framepack.errors import UserError
+from framepack.options import DTYPES, LoadOptions
+from framepack.plans import MODES
 
-MODES = ("general", "released")
+__all__ = ["BUILTIN_MODELS", "DTYPES", "MODES", "Components", "LoadOptions", "ModelSpec"]
+
 BUILTIN_MODELS = ("demo", "hunyuan-inverted", "hunyuan-f1")
 
 
@@ -69,32 +71,6 @@ class ModelSpec:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class LoadOptions:
-    """How to load a model: where its parts are, on which device, in which dtype."""
-
-    model_dir: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
-    low_vram: bool = False
-    teacache: float = 0.0
-    loras: list[str] = field(default_factory=list)
-    bucket: int | None = None  # resolution buckets around bucket^2 pixels (released models; None: 640)
-
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise UserError(
-                f"--device {self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
-            ) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {self.device}: CUDA is not available here; use --device cpu")
-        return device
 
 
 ImageEncoder = Callable[[Tensor], Tensor]  # (B, 3, H, W) in [-1, 1] -> (B, N, D)

@@ -9,12 +9,18 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framepack.errors import UserError
+from framepack.plans import STRATEGIES
 from framepack.timeline import PromptTimeline, parse_timeline
 
-PLANS = ("forward", "inverted", "endpoints", "multi-endpoint")
+if TYPE_CHECKING:
+    import torch
+
+PLANS = STRATEGIES  # the section orders of framepack.plans
 SAMPLERS = ("unipc", "euler")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -147,3 +153,31 @@ def parse_keyframe(text: str) -> tuple[float, str]:
     except ValueError:
         raise UserError(f"--keyframe {text!r}: {time!r} is not a time in seconds, e.g. 4 or 4.5s") from None
     return seconds, path
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model: where its parts are, on which device, in which dtype."""
+
+    model_dir: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"  # one of DTYPES
+    low_vram: bool = False
+    teacache: float = 0.0
+    loras: list[str] = field(default_factory=list)
+    bucket: int | None = None  # resolution buckets around bucket^2 pixels (released models; None: 640)
+
+    def torch_device(self) -> torch.device:
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise UserError(
+                f"--device {self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {self.device}: CUDA is not available here; use --device cpu")
+        return device

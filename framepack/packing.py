@@ -33,10 +33,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-Kernel = tuple[int, int, int]
-
-#: The base patchify kernel (the noisy input and the uncompressed "1x" context level).
-BASE_KERNEL: Kernel = (1, 2, 2)
+from framepack.kernels import BASE_KERNEL, RELEASED_FRAMES, Kernel, kernel_name, power_kernel
 
 TAILS = ("delete", "grow", "pool")
 PADS = ("zeros", "none")
@@ -91,22 +88,6 @@ class PackedContext:
 # ---------------------------------------------------------------------------------------------
 # Kernels and token counting.
 # ---------------------------------------------------------------------------------------------
-
-
-def power_kernel(j: int) -> Kernel:
-    """Level j of the power sequence (1,2,2), (2,4,4), (4,8,8), (8,16,16)...: 8**j times fewer
-    tokens per frame than the base kernel (Sec. 2: compression by the patchify kernel)."""
-    if j < 0:
-        raise ValueError(f"power level must be >= 0, got {j}")
-    return (2**j, 2 ** (j + 1), 2 ** (j + 1))
-
-
-def kernel_name(kernel: Kernel) -> str:
-    """Projection-style name: (1,2,2) -> '1x', (k,2k,2k) -> 'kx', others -> 't_h_w'."""
-    t, h, w = kernel
-    if h == w == 2 * t:
-        return f"{t}x"
-    return f"{t}_{h}_{w}"
 
 
 def token_count(kernel: Kernel, frames: int, latent_hw: tuple[int, int]) -> int:
@@ -371,7 +352,7 @@ def _tail_fields(tail: str, tail_kernel: Kernel | None, pool_frames: int) -> dic
 def released(*, tail: str = "delete", tail_kernel: Kernel | None = None, pool_frames: int = 1) -> Schedule:
     """The released layout (both models): 1x 1 frame (+ the start anchor), 2x 2 frames, 4x 16
     frames; the rest deleted (19 history latents used, SPEC sec. 5)."""
-    levels = (Level(power_kernel(0), 1), Level(power_kernel(1), 2), Level(power_kernel(2), 16))
+    levels = tuple(Level(kernel, frames) for kernel, frames in RELEASED_FRAMES.items())
     return Schedule(levels, **_tail_fields(tail, tail_kernel, pool_frames), name="released")
 
 

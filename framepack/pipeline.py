@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +36,7 @@ from framepack.errors import UserError
 from framepack.options import GenerationOptions
 from framepack.packing import PackedContext, parse_schedule
 from framepack.plans import Anchor, Plan, Section, plan_for_length
+from framepack.preview import decode_preview
 from framepack.progress import Progress
 from framepack.resume import SectionFiles, StopFlag, parts_path, resume_path, section_generator
 from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
@@ -191,7 +191,9 @@ def default_output_path() -> Path:
 class Job:
     """One generation job: its conditioning, plan, latent timeline and files."""
 
-    def __init__(self, components: Components, options: GenerationOptions, *, write_files: bool = True) -> None:
+    def __init__(
+        self, components: Components, options: GenerationOptions, *, write_files: bool = True
+    ) -> None:
         self.components = components
         self.spec = components.spec
         if options.cfg is None:  # the model's default guidance on the prompt
@@ -445,7 +447,9 @@ class Job:
         if section.levels:  # released layouts, index for index
             return released_context(latents, section.levels).to(device, dtype)
         hist = list(section.history)  # nearest first
-        if self.schedule.ranking == "time":  # only the nearest frames can be chosen: keep per-section work flat
+        if (
+            self.schedule.ranking == "time"
+        ):  # only the nearest frames can be chosen: keep per-section work flat
             hist = hist[: self.schedule.capacity]
         ctx = section_context(
             latents,
@@ -498,7 +502,9 @@ class Job:
 
     def _writer(self) -> VideoWriter:
         c = self.components
-        file = VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames) if self.out else None
+        file = (
+            VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames) if self.out else None
+        )
         return VideoWriter(c.codec, c.device, self.spec.window, file)
 
     def _keep(self, section: Section, x: Tensor, latents: Tensor, done: Tensor, writer: VideoWriter) -> None:
@@ -546,16 +552,13 @@ class Job:
 
 
 def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:
-    """A quick decoded preview of the current estimate: the section's frames side by side (PNG)."""
+    """A decoded preview of the current estimate (`decode_preview`: the section's frames side
+    by side) as `section0003_step012.png` in the job's --preview folder."""
     from PIL import Image
 
     folder = Path(job.options.preview)
     folder.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        pixels = job.components.codec.decode(x0.to(job.components.device, torch.float32)).float().clamp(-1, 1).cpu()
-    frames = ((pixels[0] + 1) * 127.5).round().byte().permute(1, 2, 3, 0)  # (F, H, W, 3)
-    pick = frames[:: max(1, math.ceil(frames.shape[0] / 8))]
-    strip = torch.cat(list(pick), dim=1).numpy()
+    strip = decode_preview(job.components.codec, x0, device=job.components.device)
     Image.fromarray(strip).save(folder / f"section{section.step:04d}_step{step:03d}.png")
 
 

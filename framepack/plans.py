@@ -38,16 +38,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 
-Kernel = tuple[int, int, int]
+from framepack.kernels import RELEASED_FRAMES, Kernel, power_kernel
 
 STRATEGIES = ("forward", "inverted", "endpoints", "multi-endpoint")
 MODES = ("general", "released")
 
-KERNEL_1X: Kernel = (1, 2, 2)
-KERNEL_2X: Kernel = (2, 4, 4)
-KERNEL_4X: Kernel = (4, 8, 8)
-#: Released history frames per level: post/1x 1, 2x 2, 4x 16 (19 in all).
-RELEASED_COUNTS = {"1x": 1, "2x": 2, "4x": 16}
+KERNEL_1X, KERNEL_2X, KERNEL_4X = (power_kernel(j) for j in range(3))
+#: Released history frames per level (framepack.kernels): post/1x 1, 2x 2, 4x 16 (19 in all).
+N1, N2, N4 = (RELEASED_FRAMES[k] for k in (KERNEL_1X, KERNEL_2X, KERNEL_4X))
 
 
 @dataclass(frozen=True)
@@ -481,16 +479,17 @@ def _released_section(
     def frame(t: int) -> int | None:
         return t if t in available else None
 
+    span = N1 + N2 + N4  # 19 history frames
     if strategy == "forward":
         # F1: arange(1 + 16 + 2 + 1 + w) = [start | 4x 16 | 2x 2 | 1x 1 | noisy w], history = the
         # last 19 frames before the section, the start frame always at index 0.
-        before = [frame(t) for t in range(start - 19, start)]
+        before = [frame(t) for t in range(start - span, start)]
         levels = (
-            LayoutLevel(KERNEL_4X, tuple(before[:16]), tuple(range(1, 17))),
-            LayoutLevel(KERNEL_2X, tuple(before[16:18]), (17, 18)),
-            LayoutLevel(KERNEL_1X, (frame(0), before[18]), (0, 19)),
+            LayoutLevel(KERNEL_4X, tuple(before[:N4]), tuple(range(1, 1 + N4))),
+            LayoutLevel(KERNEL_2X, tuple(before[N4 : N4 + N2]), tuple(range(1 + N4, 1 + N4 + N2))),
+            LayoutLevel(KERNEL_1X, (frame(0), *before[N4 + N2 :]), (0, *range(1 + N4 + N2, 1 + span))),
         )
-        noisy = tuple(range(20, 20 + window))
+        noisy = tuple(range(1 + span, 1 + span + window))
         padding = 0
     else:
         # Inverted: arange(1 + p*w + w + 1 + 2 + 16) = [start 1 | blank p*w | noisy w | post 1 |
@@ -498,11 +497,11 @@ def _released_section(
         # just before the first section (the start image, or the last frame of an existing video).
         padding = released_padding(slot, n)
         post = 1 + padding * window + window
-        after = [frame(t) for t in range(stop, stop + 19)]
+        after = [frame(t) for t in range(stop, stop + span)]
         levels = (
-            LayoutLevel(KERNEL_4X, tuple(after[3:]), tuple(range(post + 3, post + 19))),
-            LayoutLevel(KERNEL_2X, tuple(after[1:3]), (post + 1, post + 2)),
-            LayoutLevel(KERNEL_1X, (frame(prefix - 1), after[0]), (0, post)),
+            LayoutLevel(KERNEL_4X, tuple(after[N1 + N2 :]), tuple(range(post + N1 + N2, post + span))),
+            LayoutLevel(KERNEL_2X, tuple(after[N1 : N1 + N2]), tuple(range(post + N1, post + N1 + N2))),
+            LayoutLevel(KERNEL_1X, (frame(prefix - 1), *after[:N1]), (0, *range(post, post + N1))),
         )
         noisy = tuple(range(1 + padding * window, post))
     anchors = tuple(f for f in (levels[2].frames[0],) if f is not None)

@@ -113,7 +113,9 @@ def load_state(path: str | os.PathLike, expected: Mapping[str, Any] | None = Non
             )
         fields = json.loads(header["state"])
         state = ResumeState(
-            next_section=int(fields["next_section"]), settings=dict(fields["settings"]), seed=int(fields["seed"])
+            next_section=int(fields["next_section"]),
+            settings=dict(fields["settings"]),
+            seed=int(fields["seed"]),
         )
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(

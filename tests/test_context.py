@@ -54,11 +54,11 @@ def test_history_noise_and_anchor_times():
     noisy = section_context(
         *args, anchors=(0,), history_noise=0.5, generator=torch.Generator().manual_seed(2)
     )
-    one_x = [lv for lv in clean.levels if lv.kernel == (1, 2, 2)][0]
+    one_x = next(lv for lv in clean.levels if lv.kernel == (1, 2, 2))
     assert one_x.indices[0, 0] == 0 and torch.equal(one_x.latents[:, :, 0], timeline[:, :, 0])  # anchor first
     assert not torch.equal(clean.levels[-1].latents, noisy.levels[-1].latents)  # history noised
     moved = section_context(*args, anchors=(0,), anchor_times=(3,))
-    assert [lv for lv in moved.levels if lv.kernel == (1, 2, 2)][0].indices[0, 0] == 3
+    assert next(lv for lv in moved.levels if lv.kernel == (1, 2, 2)).indices[0, 0] == 3
     with pytest.raises(ValueError, match="layout"):
         section_context(*args[:5], "sideways")
     assert set(LAYOUTS) == set(STRATEGY_LAYOUT.values())

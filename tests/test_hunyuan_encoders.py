@@ -17,8 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from hunyuan_fixtures import as_hf_cache, build_hunyuan_dir, build_llama_tokenizer, build_redux_dir
 
+from framepack.conditioning import mix_image_embeds
 from framepack.errors import UserError
-from framepack.hunyuan.image import SiglipImageEncoder, mix_image_embeds
+from framepack.hunyuan.image import SiglipImageEncoder
 from framepack.hunyuan.text import PROMPT_TEMPLATE, HunyuanPromptEncoder, template_prefix_length
 from framepack.hunyuan.vae import HunyuanVideoVAE, overlap_frames
 from framepack.writer import soft_append

@@ -248,7 +248,7 @@ def test_end_image_matches_diffusers(inverted, tmp_path):
 
 
 def test_end_image_slot_and_mixed_features(inverted, tmp_path):
-    from framepack.hunyuan.image import mix_image_embeds
+    from framepack.conditioning import mix_image_embeds
 
     start = write_image(tmp_path / "s.png", seed=1)
     end = write_image(tmp_path / "e.png", seed=2)

@@ -8,13 +8,11 @@ API uses too.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from framepack.errors import UserError
-from framepack.options import PLANS, SAMPLERS, GenerationOptions, parse_keyframe
+from framepack.options import DTYPES, PLANS, SAMPLERS, GenerationOptions, LoadOptions, parse_keyframe
 
-if TYPE_CHECKING:
-    from framepack.components import LoadOptions
+OPTS, LOAD = GenerationOptions(), LoadOptions()  # the CLI's defaults are the API's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-image", action="store_true", help="text-to-video: no start image")
     g.add_argument("--prompt", help="one prompt for the whole video")
     g.add_argument("--prompts", help="a prompt timeline, e.g. '0s: a man walks; 4s: he turns and waves'")
-    g.add_argument("--negative-prompt", default="", help="negative prompt (used when --cfg > 1)")
+    g.add_argument(
+        "--negative-prompt", default=OPTS.negative_prompt, help="negative prompt (used when --cfg > 1)"
+    )
     g.add_argument("--end-image", help="image the video should end on")
     g.add_argument(
         "--keyframe",
@@ -35,30 +35,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extend", metavar="VIDEO", help="continue this video (its frames become the history)")
 
     g = p.add_argument_group("length and sampling")
-    g.add_argument("--seconds", type=float, default=5.0, help="video length in seconds (default 5)")
+    g.add_argument(
+        "--seconds",
+        type=float,
+        default=OPTS.seconds,
+        help=f"video length in seconds (default {OPTS.seconds:g})",
+    )
     g.add_argument("--fps", type=int, help="frames per second (default: the model's)")
-    g.add_argument("--seed", type=int, default=31337, help="seed; same seed, same video (default 31337)")
+    g.add_argument(
+        "--seed", type=int, default=OPTS.seed, help=f"seed; same seed, same video (default {OPTS.seed})"
+    )
     g.add_argument("--steps", type=int, help="sampling steps per section (default: the model's)")
     g.add_argument("--plan", choices=PLANS, help="section order (default: the model's)")
-    g.add_argument("--sampler", choices=SAMPLERS, default="unipc", help="sampler (default unipc)")
+    g.add_argument(
+        "--sampler", choices=SAMPLERS, default=OPTS.sampler, help=f"sampler (default {OPTS.sampler})"
+    )
     g.add_argument("--shift", type=float, help="sigma shift (default: the model's)")
     g.add_argument("--guidance", type=float, help="distilled guidance (default: the model's)")
     g.add_argument(
         "--cfg", type=float, help="real classifier-free guidance scale (1 = off; default: the model's)"
     )
-    g.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale in [0, 1]")
+    g.add_argument("--cfg-rescale", type=float, default=OPTS.cfg_rescale, help="guidance rescale in [0, 1]")
 
     g = p.add_argument_group("model and device")
     g.add_argument("--model", default="demo", help="demo (bundled), hunyuan-inverted, hunyuan-f1, or a PATH")
     g.add_argument("--model-dir", help="folder (or Hugging Face cache) holding the released model parts")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    g.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    g.add_argument("--device", default=LOAD.device, help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--dtype", choices=DTYPES, default=LOAD.dtype)
     g.add_argument("--bucket", type=int, help="resolution bucket around N x N pixels (released models; 640)")
     g.add_argument("--low-vram", action="store_true", help="stream transformer blocks (13B in ~6 GB)")
     g.add_argument(
         "--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else half the cores, 1-8)"
     )
-    g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold (0 = off; e.g. 0.15)")
+    g.add_argument(
+        "--teacache", type=float, default=LOAD.teacache, help="TeaCache threshold (0 = off; e.g. 0.15)"
+    )
     g.add_argument(
         "--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (repeatable)"
     )
@@ -68,8 +79,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     g.add_argument("--resume", action="store_true", help="finish an interrupted job writing --out")
     g.add_argument("--preview", metavar="DIR", help="write a decoded preview of each step's estimate here")
-    g.add_argument("--crf", type=int, default=16, help="H.264 quality (0 best .. 51 worst, default 16)")
+    g.add_argument(
+        "--crf", type=int, default=OPTS.crf, help=f"H.264 quality (0 best .. 51 worst, default {OPTS.crf})"
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    g = p.add_argument_group("several GPUs")
+    g.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="split each step over N processes (sequence parallel; released models, under torchrun "
+        "--nproc_per_node N; docs/hunyuan.md)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> GenerationOptions:
@@ -121,13 +143,22 @@ def run(args: argparse.Namespace) -> int:
     from framepack.pipeline import FramePackPipeline
     from framepack.runtime import check_threads, use_threads
 
+    if args.parallel not in (None, 1):
+        from framepack.cli.generate_parallel import run_parallel
+
+        return run_parallel(args)
+
     options = options_from_args(args)
     options.validate()
     threads = check_threads(args.threads)
     load = load_options_from_args(args)
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, load)
-    result = pipe.generate(options, progress=not args.quiet)
+    return report(pipe.generate(options, progress=not args.quiet))
+
+
+def report(result) -> int:
+    """Print where the video went; the exit status (130: stopped, as a shell reports Ctrl-C)."""
     if result.stopped:
         print(
             f"{result.path}: stopped after {result.frames} frames; finish with --resume --out {result.path}"

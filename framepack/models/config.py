@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-Kernel = tuple[int, int, int]
+from framepack.kernels import Kernel
 
 DEFAULT_CLEAN_KERNELS: tuple[Kernel, ...] = ((1, 2, 2), (2, 4, 4), (4, 8, 8))
 QK_NORMS = ("rms_norm",)
