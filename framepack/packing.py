@@ -25,6 +25,7 @@ level, never where they sit in time (gaps are allowed; RoPE pools positions per 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -508,8 +509,11 @@ def _parse_value(key: str, text: str) -> Any:
     raise ValueError(f"parameter {key} must be a number, got {text!r}")
 
 
+@functools.lru_cache(maxsize=64)
 def parse_schedule(spec: str) -> Schedule:
-    """Parse 'NAME' or 'NAME:key=value,key=value' (e.g. 'geometric:lambda=1.5,depth=4,tail=pool')."""
+    """Parse 'NAME' or 'NAME:key=value,key=value' (e.g. 'geometric:lambda=1.5,depth=4,tail=pool').
+
+    Cached: a training step or a section asks for the same frozen Schedule again at no cost."""
     name, colon, rest = spec.strip().partition(":")
     if colon and not rest.strip():
         raise ValueError(f"schedule {spec!r} has a ':' but no parameters; drop the ':' or add key=value")

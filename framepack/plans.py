@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
+from typing import Any
 
 from framepack.kernels import RELEASED_FRAMES, Kernel, power_kernel
 
@@ -142,12 +143,13 @@ class Plan:
             done.update(section.frames)
         return done
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (as every `to_json` here); `Plan.from_json` inverts it."""
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, text: str) -> Plan:
-        data = json.loads(text)
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        data = json.loads(json.dumps(data))  # tuples -> lists, as read from a file
         sections = tuple(
             Section(
                 **{
