@@ -1,0 +1,210 @@
+"""Sequence parallelism (framepack/models/parallel.py): two gloo processes on the CPU give the
+single-process output, with the tokens really split; `framepack generate --parallel` refuses
+bad launches in one line before loading anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from framepack.models import PRESETS, PackedTransformer
+from framepack.packing import PackedContext, PackedLevel
+
+pytest.importorskip("yunchang")
+
+TINY = PRESETS["tiny"].replace(num_layers=2, num_single_layers=2)
+WORLD = 2
+
+
+def _model(config, seed: int = 0) -> PackedTransformer:
+    torch.manual_seed(seed)  # test-only: deterministic init, the same in every process
+    model = PackedTransformer(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    return model
+
+
+def _inputs(config, batch: int, frames: int, levels: bool, image_tokens: int, text_valid: list[int]):
+    g = torch.Generator().manual_seed(batch * 10 + frames)
+    context = None
+    if levels:  # a released-like context: 16 + 4 + 1 tokens at 8x8 latents
+        spec = (((1, 2, 2), [0]), ((2, 4, 4), [1, 2]), ((4, 8, 8), [3, 4, 5]))
+        context = PackedContext(
+            tuple(
+                PackedLevel(
+                    k,
+                    torch.randn(batch, 4, len(f), 8, 8, generator=g),
+                    torch.tensor(f)[None].expand(batch, -1),
+                )
+                for k, f in spec
+            )
+        )
+    mask = torch.zeros(batch, 5, dtype=torch.bool)
+    for row, valid in enumerate(text_valid):
+        mask[row, :valid] = True
+    return dict(
+        latents=torch.randn(batch, 4, frames, 8, 8, generator=g),
+        timestep=torch.full((batch,), 700.0),
+        text_states=torch.randn(batch, 5, config.text_embed_dim, generator=g),
+        text_mask=mask,
+        pooled_text=torch.randn(batch, config.pooled_projection_dim, generator=g),
+        latent_indices=torch.arange(6, 6 + frames)[None].expand(batch, -1),
+        context=context,
+        image_embeds=torch.randn(batch, image_tokens, config.image_proj_dim, generator=g),
+        guidance=torch.full((batch,), 10000.0),
+    )
+
+
+# name: (config, inputs, video tokens, image + text tokens)
+CASES = {
+    # 48 noisy + 21 context tokens, 2 image + 5 text: both runs padded (the key channel)
+    "padded": (TINY, dict(batch=1, frames=3, levels=True, image_tokens=2, text_valid=[5]), 69, 7),
+    # 32 + 6 tokens: even runs, no padding, no key channel
+    "even": (TINY, dict(batch=1, frames=2, levels=False, image_tokens=1, text_valid=[5]), 32, 6),
+    # batch 2 with text padding (a key mask), and the per-token output MLP
+    "masked": (
+        TINY.replace(head_hidden=8),
+        dict(batch=2, frames=3, levels=True, image_tokens=2, text_valid=[5, 3]),
+        69,
+        7,
+    ),
+}
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from framepack.models import parallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    channel_calls = []
+    wrapped = parallel._with_key_channel
+    parallel._with_key_channel = lambda *a: channel_calls.append(1) or wrapped(*a)
+    try:
+        results = {}
+        for name, (config, spec, _, _) in CASES.items():
+            model = _model(config)
+            inputs = _inputs(config, **spec)
+            seen: list[int] = []
+            model.transformer_blocks[0].register_forward_pre_hook(
+                lambda m, args, seen=seen: seen.append(args[0].shape[1])
+            )
+            with torch.no_grad():
+                reference = model(**inputs)
+                del seen[:]
+                channel_calls.clear()
+                out = parallel.SequenceParallel(model)(**inputs)
+            results[name] = dict(out=out, reference=reference, tokens=seen[0], channel=len(channel_calls))
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    folder = tmp_path_factory.mktemp("parallel")
+    mp.spawn(_worker, args=(str(folder / "init"), str(folder)), nprocs=WORLD, join=True)
+    return [torch.load(folder / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_two_processes_give_the_one_process_output(results, name):
+    _, _, video, _ = CASES[name]
+    for rank in results:
+        r = rank[name]
+        assert r["out"].shape == r["reference"].shape
+        torch.testing.assert_close(r["out"], r["reference"], rtol=1e-5, atol=1e-5)
+        assert r["tokens"] == -(-video // WORLD)  # each process held half the video tokens
+    assert torch.equal(results[0][name]["out"], results[1][name]["out"])
+
+
+def test_the_key_channel_only_where_tokens_are_padded_or_masked(results):
+    # 2 dual blocks (one attention each) + 2 single blocks: 4 attentions per forward
+    assert [results[0][n]["channel"] for n in CASES] == [4, 0, 4]
+
+
+def test_removed_keys_get_no_weight():
+    """The key channel alone (no processes): removed keys change nothing, kept keys all count."""
+    from framepack.models.attention import sdpa_attention
+    from framepack.models.parallel import _with_key_channel
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 9, 2, 16, generator=g) * 3 for _ in range(3))
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    keep[0, 6:] = False
+    keep[1, ::2] = False
+    expected = sdpa_attention(q, k, v, keep[:, None, None, :])
+    qc, kc, vc = _with_key_channel(q, k, v, keep)
+    scaled = torch.nn.functional.scaled_dot_product_attention(
+        qc.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2), scale=16**-0.5
+    ).transpose(1, 2)
+    torch.testing.assert_close(scaled[..., :16], expected, rtol=1e-5, atol=1e-6)
+    assert (scaled[..., 16:] == 0).all()
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def _generate(capsys, *args: str) -> tuple[int, str]:
+    from framepack.cli import main
+
+    code = main(["generate", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({}, ["--model", "hunyuan-inverted", "--parallel", "2"], "--parallel 2 runs under torchrun"),
+        (
+            {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0"},
+            ["--model", "hunyuan-f1", "--parallel", "2"],
+            "torchrun started 4 processes",
+        ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+            ["--parallel", "2"],
+            "--parallel applies to the released models (hunyuan-inverted, hunyuan-f1), not to demo",
+        ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+            ["--model", "hunyuan-f1", "--parallel", "2", "--teacache", "0.15"],
+            "--teacache",
+        ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+            ["--model", "hunyuan-f1", "--parallel", "2", "--device", "cuda:1"],
+            "cuda:LOCAL_RANK",
+        ),
+        ({}, ["--model", "hunyuan-f1", "--parallel", "0"], "--parallel must be >= 1"),
+    ],
+)
+def test_bad_launches_are_one_line(monkeypatch, capsys, tmp_path, env, args, message):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    code, err = _generate(capsys, *args, "--model-dir", str(tmp_path))
+    assert code == 2
+    assert message in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())  # refused before anything was loaded or written
+
+
+def test_heads_must_divide(monkeypatch, capsys, tmp_path):
+    """The head count is read from the transformer's config.json before the model loads."""
+    folder = tmp_path / "FramePack_F1_I2V_HY_20250503"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"num_attention_heads": 2}')
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    for name, value in {"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    code, err = _generate(capsys, "--model", "hunyuan-f1", "--model-dir", str(tmp_path), "--parallel", "3")
+    assert code == 2
+    assert "--parallel 3 must divide the model's 2 attention heads" in err and err.count("\n") == 1, err
