@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from framepack.context import released_context
 from framepack.errors import UserError
 from framepack.hunyuan.latent_cache import CachedClip, LatentCache
 from framepack.lora_train.config import LoraTrainConfig
-from framepack.packing import PackedContext, PackedLevel, parse_schedule
-from framepack.plans import Plan, Section, make_plan
+from framepack.packing import PackedContext, parse_schedule
+from framepack.plans import Plan, make_plan
 from framepack.train.data import sample_generator
 from framepack.train.layouts import build_context, draw_layout
 from framepack.train.loss import sample_sigmas
@@ -65,18 +66,6 @@ def released_plan(strategy: str, sections: int, window: int) -> Plan:
     return make_plan(strategy, sections=sections, window=window, mode="released")
 
 
-def released_context(section: Section, latents: Tensor) -> PackedContext:
-    """The clean levels of a released-layout section from a latent timeline (1, C, T, h, w):
-    frames by id, `None` slots as zero latents, RoPE indices as laid out (token order)."""
-    levels = []
-    for lv in section.levels:
-        frames = [
-            latents[:, :, f] if f is not None else torch.zeros_like(latents[:, :, 0]) for f in lv.frames
-        ]
-        levels.append(PackedLevel(lv.kernel, torch.stack(frames, dim=2), torch.tensor([lv.indices])))
-    return PackedContext(tuple(levels))
-
-
 def _released_section(
     config: LoraTrainConfig, clip: CachedClip, gen: torch.Generator
 ) -> tuple[PackedContext, Tensor, Tensor]:
@@ -90,7 +79,7 @@ def _released_section(
         noise[:, :, 0] = 0  # the start frame (the user's image) stays clean
         latents = latents + noise
     target = clip.latents[None, :, section.start : section.stop]
-    return released_context(section, latents), target, torch.tensor([section.latent_indices])
+    return released_context(latents, section.levels), target, torch.tensor([section.latent_indices])
 
 
 def _general_section(
