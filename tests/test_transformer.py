@@ -312,9 +312,9 @@ def _bf16_run() -> dict[str, torch.Tensor]:
     }
     cond["guidance"] = torch.full((1,), 10 * 1000.0)  # float32, as Job.sample_section builds it
     seen = {"model": model}
-    model.norm_out.register_forward_hook(lambda module, args, out: seen.setdefault("normed", out))
+    model.norm_out.register_forward_hook(lambda module, args, out: seen.__setitem__("normed", out))
     model.time_text_embed.guidance_embedder.register_forward_pre_hook(
-        lambda module, args: seen.setdefault("guidance_features", args[0])
+        lambda module, args: seen.__setitem__("guidance_features", args[0])
     )
     latents = torch.randn(1, 4, 2, 8, 8, generator=g).to(torch.bfloat16)
     with torch.no_grad():

@@ -120,8 +120,17 @@ def layer_norm(x: Tensor) -> Tensor:
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """x: (B, S, D), shift/scale: (B, D) -> x * (1 + scale) + shift."""
-    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])
+    """x: (B, S, D), shift/scale: (B, D) -> x * (1 + scale) + shift.
+
+    A multiply then an add, as the released model: in bf16 a fused `addcmul` rounds once instead
+    of twice and moves the output off the official's (see docs/hunyuan.md, Fidelity).
+    """
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def gated(x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+    """The gated residual x + y * gate: x, y (B, S, D), gate (B, D); multiply then add, as released."""
+    return x + y * gate[:, None]
 
 
 class AdaModulation(nn.Module):
@@ -307,12 +316,10 @@ class DualStreamBlock(nn.Module):
             rope,
             attend,
         )
-        x = torch.addcmul(x, attn, gate[:, None])
-        text = torch.addcmul(text, text_attn, c_gate[:, None])
-        x = torch.addcmul(x, self.ff(modulate(layer_norm(x), shift_ff, scale_ff)), gate_ff[:, None])
-        text = torch.addcmul(
-            text, self.ff_context(modulate(layer_norm(text), c_shift_ff, c_scale_ff)), c_gate_ff[:, None]
-        )
+        x = gated(x, attn, gate)
+        text = gated(text, text_attn, c_gate)
+        x = gated(x, self.ff(modulate(layer_norm(x), shift_ff, scale_ff)), gate_ff)
+        text = gated(text, self.ff_context(modulate(layer_norm(text), c_shift_ff, c_scale_ff)), c_gate_ff)
         return x, text
 
 
@@ -334,7 +341,7 @@ class SingleStreamBlock(nn.Module):
         h = modulate(layer_norm(x), shift, scale)  # (B, S+L, D)
         mlp = F.gelu(self.proj_mlp(h), approximate="tanh")
         out = self.proj_out(torch.cat([self.attn(h, mask, rope, attend), mlp], dim=-1))
-        return torch.addcmul(x, out, gate[:, None])
+        return gated(x, out, gate)
 
 
 class OutputNorm(nn.Module):
@@ -346,4 +353,4 @@ class OutputNorm(nn.Module):
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         scale, shift = self.linear(F.silu(temb).to(x.dtype)).chunk(2, dim=-1)
-        return layer_norm(x) * (1 + scale[:, None]) + shift[:, None]
+        return modulate(layer_norm(x), shift, scale)
