@@ -62,15 +62,15 @@ def check_image(image: np.ndarray, flag: str) -> None:
 
 
 def output_size(components: Components, image: np.ndarray | None) -> tuple[int, int]:
-    """(H, W) of the video: the model's fixed size, or the bucket nearest the start image."""
+    """(H, W) of the video: the model's fixed size, or its choice for the start image's size
+    (`Components.choose_size`; the released models: the nearest resolution bucket)."""
     spec = components.spec
     if spec.size is not None:
         return spec.size
-    from framepack.hunyuan.buckets import nearest_bucket
-
-    if image is None:
-        return nearest_bucket(spec.bucket, spec.bucket, spec.bucket)
-    return nearest_bucket(image.shape[0], image.shape[1], spec.bucket)
+    if components.choose_size is None:
+        raise ValueError(f"model {spec.name} has no fixed size and no Components.choose_size")
+    height, width = image.shape[:2] if image is not None else (spec.bucket, spec.bucket)
+    return components.choose_size(height, width)
 
 
 def to_pixels(image: np.ndarray, size: tuple[int, int]) -> Tensor:

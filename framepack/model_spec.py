@@ -82,7 +82,9 @@ class Components:
 
     on_job_start(latent_hw, steps) and on_section_start() are optional hooks the pipeline calls
     before the first section and before each section (the released models print their VRAM
-    estimate and reset TeaCache there).
+    estimate and reset TeaCache there). choose_size(height, width) gives the video's (H, W) for
+    a start image of that size, for models without one fixed `spec.size` (the released models:
+    the nearest resolution bucket).
     """
 
     spec: ModelSpec
@@ -95,3 +97,4 @@ class Components:
     source: str = ""
     on_job_start: Callable[[tuple[int, int], int], None] | None = None
     on_section_start: Callable[[], None] | None = None
+    choose_size: Callable[[int, int], tuple[int, int]] | None = None

@@ -14,6 +14,7 @@ encoders fp16) and float32 on the CPU (half-precision CPU kernels are slow or mi
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from framepack.errors import UserError
+from framepack.hunyuan.buckets import nearest_bucket
 from framepack.model_spec import Components, LoadOptions, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ def load_hunyuan(model: str, options: LoadOptions) -> Components:
         source=str(paths.transformer),
         on_job_start=hooks.job_start,
         on_section_start=hooks.section_start,
+        choose_size=functools.partial(nearest_bucket, resolution=spec.bucket),
     )
 
 
