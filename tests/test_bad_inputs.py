@@ -247,6 +247,11 @@ CASES: list[tuple[str, tuple[str | bytes, ...], str]] = [
     ),
     ("train-init-missing", ("train", "--preset", "tiny-test", "--out", "r", "--init", "nothing"), "nothing"),
     ("train-threads", ("train", "--preset", "tiny-test", "--out", "r", "--threads", "0"), "--threads"),
+    (
+        "train-released-lora",
+        ("train", "--model", "hunyuan-inverted", "--data", "folder", "--lora-rank", "32", "--out", "r"),
+        "framepack lora train",
+    ),
     ("export-file", ("train", "--out", "run", "--export", "keep.txt"), "is a file"),
     ("export-folder", ("train", "--out", "run", "--export", "folder"), "--overwrite"),
     ("export-folder-overwrite", ("train", "--out", "run", "--export", "folder", "--overwrite"), "bundle"),

@@ -7,6 +7,9 @@
 
 Several processes: `torchrun --nproc_per_node N -m framepack train ...` (DDP, or FSDP with
 `"strategy": "fsdp"` in the config).
+
+LoRAs for the released 13B models are trained by `framepack lora` (docs/lora.md); `--model` and
+`--lora-rank` here only say so, in one line.
 """
 
 from __future__ import annotations
@@ -26,7 +29,24 @@ def _kernel(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
+LORA_POINTER = (
+    "framepack train trains the small packed model (--preset/--config); LoRAs for the released "
+    "models are `framepack lora cache --data CLIPS --cache CACHE` then `framepack lora train --cache "
+    "CACHE --out RUN --model hunyuan-inverted|hunyuan-f1 --rank R` (docs/lora.md)"
+)
+
+
+class _PointToLora(argparse.Action):
+    """`--model` / `--lora-rank`: refused while parsing (before the flags that belong to
+    `framepack lora` are reported unknown), with the command that does it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} {values}: {LORA_POINTER}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action=_PointToLora, help=f"not here: {LORA_POINTER}")
+    parser.add_argument("--lora-rank", action=_PointToLora, metavar="R", help="not here: see --model")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a named training config (demo, tiny-test)")
     source.add_argument("--config", type=Path, help="a JSON training config (TrainConfig fields)")
