@@ -3,10 +3,12 @@
     framepack queue add --prompt "the camera pans right" --seconds 5   # same flags as generate
     framepack queue list
     framepack queue run              # run the waiting jobs, then exit (--watch: keep waiting)
+    framepack queue run --device cuda:1 --watch   # one worker per GPU, several on one queue
     framepack queue move ID --by -1 / cancel ID / stop ID / retry ID
 
 Jobs live in `<outputs>/queue/<id>.json` and write `<outputs>/<id>.mp4`; `framepack ui` on the
-same `--outputs` shows and runs the same queue (one worker at a time; the other waits).
+same `--outputs` shows and runs the same queue (one worker at a time; the other waits), unless
+the workers are given devices: then each device has one worker and each job is claimed by one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="run the waiting jobs one at a time")
     run.add_argument("--watch", action="store_true", help="keep waiting for new jobs (Ctrl-C to end)")
     run.add_argument("--threads", type=int, help="CPU threads (default: as framepack generate)")
+    run.add_argument(
+        "--device",
+        help="run the jobs on this device (cuda:1 ...), beside workers on other devices of the same "
+        "queue (default: the queue's one worker, each job on its own --device)",
+    )
     move = sub.add_parser("move", help="move a waiting job earlier (--by -1) or later (--by 1)")
     move.add_argument("id")
     move.add_argument("--by", type=int, required=True, help="places to move (negative: earlier)")
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list(queue, as_json=args.json)
     if args.action == "run":
-        return _run(queue, watch=args.watch, threads=args.threads)
+        return _run(queue, watch=args.watch, threads=args.threads, device=args.device)
     queue.get(args.id)  # an unknown id is refused before the queue folder is touched
     job = queue.move(args.id, args.by) if args.action == "move" else getattr(queue, args.action)(args.id)
     print(f"{job.id}: {job.status}{' (stopping after this step)' if job.stop_requested else ''}")
@@ -69,6 +76,11 @@ def _add(queue: Any, args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         raise UserError("--threads: give it to `framepack queue run`, which runs the job")
+    if args.parallel is not None:
+        raise UserError(
+            "--parallel: the queue runs one job per worker; for one job on several GPUs use "
+            "`torchrun ... -m framepack generate --parallel N`, for many jobs one `queue run --device` per GPU"
+        )
     load = load_options_from_args(args)
     job = queue.add(options_from_args(args), model=args.model, load=load, front=args.front)
     print(f"{job.id}: queued -> {queue.video(job)}")
@@ -89,12 +101,16 @@ def _list(queue: Any, *, as_json: bool) -> int:
     return 0
 
 
-def _run(queue: Any, *, watch: bool, threads: int | None) -> int:
+def _run(queue: Any, *, watch: bool, threads: int | None, device: str | None) -> int:
+    from framepack.options import LoadOptions
     from framepack.queue import Worker
     from framepack.runtime import check_threads, use_threads
 
+    if device is not None:  # one line if it is not here; "cuda" and "cuda:0" are one device
+        target = LoadOptions(device=device).torch_device()
+        device = f"{target.type}:{target.index or 0}" if target.type == "cuda" else target.type
     use_threads(check_threads(threads))
-    worker = Worker(queue, on_end=_report)
+    worker = Worker(queue, on_end=_report, device=device)
 
     def shutdown(signum: int, frame: Any) -> None:
         if worker.shutdown.is_set() and signum == signal.SIGINT:

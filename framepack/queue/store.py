@@ -7,11 +7,16 @@ Layout of an outputs folder (the web UI, `framepack queue` and the worker all us
     <outputs>/queue/inputs/<id>-*.png      copies of the job's input images (uploads vanish)
     <outputs>/queue/<id>.preview/          the latest preview frame while the job runs
     <outputs>/queue/.lock                  flock held for each read-modify-write of a job file
-    <outputs>/queue/worker.lock            flock held by the one worker running the queue
+    <outputs>/queue/<id>.claim             flock held by the worker running the job, while it runs
+    <outputs>/queue/worker.lock            flock of the queue's workers (see `worker_lock`)
+    <outputs>/queue/worker-<device>.lock   flock of the one worker on a device (`--device cuda:1`)
 
 A job file is replaced whole (temporary file, then `os.replace`), so a reader or a kill -9 never
-sees half a file. Jobs run in `position` order; a job found "running" with no worker alive was
-interrupted and runs again first, resuming from its last saved section (`--resume`).
+sees half a file. Jobs run in `position` order. A worker takes a job with `JobQueue.claim`: under
+the queue lock it locks the job's claim file and marks the job running, so several workers (one
+per GPU) never take the same job. A job found "running" whose claim file nobody holds was
+interrupted (the OS drops the lock of a dead process) and is claimed again first, resuming from
+its last saved section (`--resume`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class QueueJob:
     progress: dict[str, Any] = field(default_factory=dict)
     frames: int | None = None
     latents_sha256: str | None = None
+    worker: str | None = None  # who runs or last ran it: "pid 4242 on cuda:1"
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
@@ -145,17 +151,59 @@ class JobQueue:
             raise UserError(f"no job {job_id!r} in {self.folder}; `framepack queue list` shows the jobs")
         return QueueJob.from_json(json.loads(path.read_text(encoding="utf-8")))
 
+    def claim_path(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}.claim"
+
     def running(self) -> QueueJob | None:
         """The job marked running (the worker's current one, or one a kill interrupted)."""
         return next((j for j in self.jobs() if j.status == "running"), None)
 
     def next_job(self) -> QueueJob | None:
-        """The job a worker should run next: an interrupted one, else the first queued."""
-        jobs = self.jobs()
-        for status in WAITING:
-            for job in jobs:
-                if job.status == status:
-                    return job
+        """The job a worker should run next: an interrupted one, else the first queued (a look
+        only; `claim` takes it)."""
+        with self.locked():  # claim files are only probed under the queue lock
+            jobs = self.jobs()
+            for status in WAITING:
+                for job in jobs:
+                    if job.status == status and not (status == "running" and self._claimed(job.id)):
+                        return job
+        return None
+
+    def _claimed(self, job_id: str) -> bool:
+        """Whether a live worker holds the job's claim file."""
+        path = self.claim_path(job_id)
+        if not path.exists():
+            return False
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
+    # ------------------------------------------------------------------ claiming
+
+    def claim(self, job_id: str | None = None, *, worker: str = "") -> Claim | None:
+        """Take a job to run: `job_id`, or the next one (an interrupted job first, then the first
+        queued). Marks it running (attempts + 1) by `worker`. Returns None when no job is free:
+        none waits, or a live worker holds the one asked for. Hold the returned `Claim` while the
+        job runs and release it after its last update (`with claim:`).
+        """
+        with self.locked():
+            if job_id is not None:
+                candidates = [self.get(job_id)]
+            else:
+                jobs = self.jobs()
+                candidates = [j for status in WAITING for j in jobs if j.status == status]
+            for job in candidates:
+                handle = _try_lock(self.claim_path(job.id))
+                if handle is None:  # a live worker runs it
+                    continue
+                job.status, job.attempts, job.error, job.progress = "running", job.attempts + 1, None, {}
+                job.worker = worker or None
+                self.write(job)
+                return Claim(self, job, handle)
         return None
 
     # ------------------------------------------------------------------ writing
@@ -295,32 +343,103 @@ class JobQueue:
             remove_litter(self.path(job.id))
 
 
+class Claim:
+    """A worker's hold on one job (the job's claim file, locked); `release()` or `with claim:`."""
+
+    def __init__(self, queue: JobQueue, job: QueueJob, handle: IO[str]) -> None:
+        self.queue, self.job, self._handle = queue, job, handle
+
+    def release(self) -> None:
+        """Let the job go: the claim file is removed under the queue lock (no claim can be
+        opening it), then unlocked."""
+        if self._handle.closed:
+            return
+        with self.queue.locked():
+            self.queue.claim_path(self.job.id).unlink(missing_ok=True)
+            self._handle.close()  # closing drops the flock
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """Open and lock `path` (flock, exclusive, without waiting); None if another holds it."""
+    f = open(path, "a+")  # noqa: SIM115 (held open for as long as the lock)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def device_lock_name(device: str) -> str:
+    """`worker-<device>.lock` for a device name ("cuda:1" -> "worker-cuda-1.lock")."""
+    return "worker-" + "".join(c if c.isalnum() else "-" for c in device) + ".lock"
+
+
 @contextlib.contextmanager
-def worker_lock(queue: JobQueue) -> Iterator[IO[str] | None]:
-    """Try to become the queue's one worker: yields the held lock file, or None if another
-    process holds it (its pid is in the file). The OS drops the lock if the worker dies."""
+def worker_lock(queue: JobQueue, device: str | None = None) -> Iterator[IO[str] | None]:
+    """Try to become one of the queue's workers: yields a held lock file, or None.
+
+    Without `device`, the queue's one worker (the web UI's, `framepack queue run`): an exclusive
+    lock on `worker.lock`, None while any other worker runs. With `device` ("cuda:1"), one of
+    several workers, one per device: a shared lock on `worker.lock` (so device workers exclude
+    the one-worker kind and not each other) and an exclusive one on the device's lock file, None
+    while another worker holds either. The held file carries the pid (and device); the OS drops
+    the locks when the worker dies.
+    """
     queue.folder.mkdir(parents=True, exist_ok=True)
-    with open(queue.folder / "worker.lock", "a+") as f:
+    with contextlib.ExitStack() as stack:
+        main = stack.enter_context(open(queue.folder / "worker.lock", "a+"))
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(main, (fcntl.LOCK_SH if device else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             yield None
             return
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        held = main
+        if device:
+            held = stack.enter_context(open(queue.folder / device_lock_name(device), "a+"))
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+        held.seek(0)
+        held.truncate()
+        held.write(f"{os.getpid()}{f' on {device}' if device else ''}\n")
+        held.flush()
         try:
-            yield f
+            yield held
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            held.truncate(0)  # no longer a worker; closing the files (ExitStack) drops the locks
 
 
 def worker_pid(queue: JobQueue) -> str:
-    """The pid written by the last worker (for messages)."""
-    with contextlib.suppress(OSError):
-        return (queue.folder / "worker.lock").read_text().strip() or "?"
-    return "?"
+    """Who holds the queue, for messages: the live workers' pids as they wrote them ("4242", or
+    "4243 on cuda:0, 4244 on cuda:1"); "?" when none is known."""
+    paths = [queue.folder / "worker.lock", *sorted(queue.folder.glob("worker-*.lock"))]
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text = path.read_text().strip()
+            if _alive(text):
+                found.append(text)
+    return ", ".join(found) or "?"
+
+
+def _alive(text: str) -> bool:
+    """Whether the pid a worker wrote ("4242" or "4242 on cuda:1") is a live process."""
+    try:
+        os.kill(int(text.split()[0]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _images(options: GenerationOptions) -> list[tuple[str, str]]:

@@ -1,5 +1,9 @@
 """The queue's worker: runs jobs one at a time through `FramePackPipeline.generate`.
 
+One worker per queue by default (the web UI's, `framepack queue run`); with a device
+(`framepack queue run --device cuda:1`) one worker per device, several on one queue, each job
+claimed by exactly one of them (`JobQueue.claim`) and run on that worker's device.
+
 Nothing here re-implements generation. A job runs with `out=<outputs>/<id>.mp4`; if the job was
 interrupted before (its resume data exists), it runs with `resume=True` and continues from the
 last saved section, with the same result as an uninterrupted run. The step callback writes the
@@ -15,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +32,7 @@ from framepack.components import LoadOptions
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
 from framepack.preview import decode_preview
-from framepack.queue.store import JobQueue, QueueJob, worker_lock, worker_pid
+from framepack.queue.store import Claim, JobQueue, QueueJob, worker_lock, worker_pid
 from framepack.resume import StopFlag, resume_path
 from framepack.video import atomic_path, sidecar_path
 
@@ -66,7 +71,8 @@ class Pipelines:
 
 
 class Worker:
-    """Runs the jobs of a `JobQueue` one at a time; only one worker per queue (a flock).
+    """Runs the jobs of a `JobQueue` one at a time (see `worker_lock`: the queue's one worker, or
+    with `device` one of several, one per device, each running its jobs on its device).
 
     `shutdown.set()` (from any thread) ends the running job after its current step and leaves
     it waiting, first, to resume; `wake()` makes an idle worker look at the queue now rather
@@ -81,8 +87,11 @@ class Worker:
         on_step: StepHook | None = None,
         on_end: Callable[[QueueJob], None] | None = None,
         poll: float = 1.0,
+        device: str | None = None,
     ) -> None:
         self.queue = queue
+        self.device = device  # None: each job's own --device
+        self.name = f"pid {os.getpid()}" + (f" on {device}" if device else "")
         self.pipelines = pipelines or Pipelines()
         self.on_step = on_step
         self.on_end = on_end
@@ -109,7 +118,7 @@ class Worker:
         """
         count = 0
         while not self.shutdown.is_set():
-            with worker_lock(self.queue) as lock:
+            with worker_lock(self.queue, self.device) as lock:
                 if lock is None:
                     pid = worker_pid(self.queue)
                     if until_empty:
@@ -120,35 +129,44 @@ class Worker:
                     self.state = f"waiting: another worker (pid {pid}) runs this queue"
                     self._idle(self.poll * 2)
                     continue
-                self.queue.remove_litter()
+                if self.device is None:  # the one worker: no other writes can be under way
+                    self.queue.remove_litter()
                 while not self.shutdown.is_set():
-                    job = self.queue.next_job()
-                    if job is None:
+                    claim = self.queue.claim(worker=self.name)
+                    if claim is None:
                         if until_empty:
                             return count
                         self.state = "idle"
                         self._idle(self.poll)
                         continue
-                    ended = self.run_job(job)
+                    with claim:
+                        ended = self._run_claimed(claim.job)
                     count += 1
                     if self.on_end is not None:
                         self.on_end(ended)
         return count
 
     def run_job(self, job: QueueJob) -> QueueJob:
-        """Run one job to its end (done, stopped, cancelled or failed); returns its final record."""
+        """Run one job to its end (done, stopped, cancelled or failed); returns its final record.
+
+        Raises UserError if another live worker is running it.
+        """
+        claim: Claim | None = self.queue.claim(job.id, worker=self.name)
+        if claim is None:
+            raise UserError(f"job {job.id} is being run by another worker ({self.queue.get(job.id).worker})")
+        with claim:
+            return self._run_claimed(claim.job)
+
+    def _run_claimed(self, job: QueueJob) -> QueueJob:
+        """Run a job this worker has claimed (marked running) to its end."""
         self.state = f"running {job.id}"
         queue, video = self.queue, self.queue.video(job)
         if finished(video):  # killed after the video was complete, before the job was marked
             return queue.update(job.id, lambda j: _finish(j, "done", frames=_frames(video)))
-
-        def start(j: QueueJob) -> None:
-            j.status, j.attempts, j.error, j.progress = "running", j.attempts + 1, None, {}
-
-        job = queue.update(job.id, start)
         flag = StopFlag(on_signal=None)
         try:
-            pipe = self.pipelines.get(job.model, job.load)
+            load = job.load if self.device is None else {**job.load, "device": self.device}
+            pipe = self.pipelines.get(job.model, load)
             options = job.generation_options(video)
             resume = resume_path(video).exists()
             options = dataclasses.replace(options, resume=resume, overwrite=not resume)
