@@ -11,6 +11,7 @@ import socket
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from hunyuan_fixtures import as_hf_cache, build_hunyuan_dir, build_llama_tokeniz
 
 from framepack.conditioning import mix_image_embeds
 from framepack.errors import UserError
-from framepack.hunyuan.image import SiglipImageEncoder
+from framepack.hunyuan.image import SiglipImageEncoder, to_uint8_images
 from framepack.hunyuan.text import PROMPT_TEMPLATE, HunyuanPromptEncoder, template_prefix_length
 from framepack.hunyuan.vae import HunyuanVideoVAE, overlap_frames
 from framepack.writer import soft_append
@@ -105,15 +106,36 @@ def test_prompt_states_are_layer_minus_three(loaded):
     assert not torch.allclose(ours.states[0, :n], hidden[-1][0, text.crop_start :])
 
 
-def test_image_encoding_matches_diffusers(loaded, pipe):
+def test_uint8_levels_are_recovered_by_rounding_not_truncation():
+    """Known answer: pixels `u / 127.5 - 1` give back every level u; truncating loses 63 of 256."""
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16, 1).expand(1, 16, 16, 3)
+    pixels = levels.permute(0, 3, 1, 2).float() / 127.5 - 1  # as buckets.image_to_tensor
+    assert np.array_equal(to_uint8_images(pixels)[0], levels[0].numpy())
+    truncated = (((pixels + 1) / 2).numpy() * 255).astype(np.uint8)  # the processor on float input
+    assert int((truncated[0, 0] != levels[0, :, :, 0].numpy()).sum()) == 63
+
+
+def test_image_encoding_is_the_official_uint8_path(loaded, pipe):
+    """Our features equal the official demo's (uint8 image to the processor), not diffusers'."""
     image = loaded[1]
     gen = torch.Generator().manual_seed(0)
-    pixels = torch.rand(2, 3, 48, 40, generator=gen) * 2 - 1
+    u8 = torch.randint(0, 256, (2, 48, 40, 3), dtype=torch.uint8, generator=gen)
+    pixels = u8.permute(0, 3, 1, 2).float() / 127.5 - 1  # (2, 3, 48, 40), as buckets.image_to_tensor
     ours = image.encode(pixels)
-    ref = pipe.encode_image(pixels, device=torch.device("cpu"), dtype=torch.float32)
+    official = torch.cat(  # the demo's hf_clip_vision_encode, one (H, W, 3) uint8 array at a time
+        [
+            image.image_encoder(
+                **image.feature_extractor.preprocess(images=a.numpy(), return_tensors="pt")
+            ).last_hidden_state
+            for a in u8
+        ]
+    )
     assert ours.shape == (2, 16, 24)
-    assert torch.equal(ours, ref)
+    torch.testing.assert_close(ours, official, rtol=0, atol=1e-6)
     assert torch.equal(image.encode(pixels[:, :, None]), ours)  # (B, 3, 1, H, W) accepted
+    # diffusers hands the processor floats in [0, 1], which it truncates: a quarter of the levels drop
+    truncated = pipe.encode_image(pixels, device=torch.device("cpu"), dtype=torch.float32)
+    assert (truncated - official).abs().max() > 1e-3
 
 
 def test_vae_encode_decode_match_diffusers(loaded, pipe):

@@ -1,9 +1,11 @@
 """The SigLIP image encoder (`lllyasviel/flux_redux_bfl`): image features for the transformer.
 
 The official demo feeds SigLIP's `last_hidden_state` (B, 729, 1152) of the start image to the
-transformer's image projection. We preprocess exactly as diffusers' HunyuanVideoFramepackPipeline
-(pixels in [-1, 1] mapped to [0, 1], then the SiglipImageProcessor without its own rescale),
-which equals the official uint8 path.
+transformer's image projection. It hands the processor the uint8 image; we get pixels in [-1, 1]
+(`x / 127.5 - 1` of that image), so we map them back to uint8 with rounding, which recovers the
+image exactly, and preprocess as the official demo. Diffusers' pipeline instead hands the
+processor floats in [0, 1], which it truncates to uint8 for resizing: 63 of the 256 levels come
+out one lower (docs/hunyuan.md, Fidelity).
 
 End frame (not in the official demo; from FramePack PR #167, diffusers and the forks): the end
 image's features are averaged with the start image's (`framepack.conditioning.mix_image_embeds`, weight 0.5), and its
@@ -15,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -65,10 +68,20 @@ class SiglipImageEncoder:
             images = images[:, :, 0]
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        inputs = self.feature_extractor(
-            images=((images.float() + 1) / 2).cpu(), return_tensors="pt", do_rescale=False
-        ).to(device=self.device, dtype=self.image_encoder.dtype)
+        inputs = self.feature_extractor(images=to_uint8_images(images), return_tensors="pt").to(
+            device=self.device, dtype=self.image_encoder.dtype
+        )
         return self.image_encoder(**inputs).last_hidden_state
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.image_encoder]
+
+
+def to_uint8_images(images: Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [-1, 1] -> B arrays (H, W, 3) uint8, rounded: what the official demo encodes.
+
+    Rounding inverts `x / 127.5 - 1` exactly; truncation (what the image processor does to float
+    input) puts about a quarter of the levels one lower.
+    """
+    levels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return list(levels.permute(0, 2, 3, 1).numpy())
