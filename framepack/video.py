@@ -402,7 +402,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def resize_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scale `uint8 (H, W, 3)` to cover `height x width` (aspect kept, Lanczos), then center-crop."""
+    """Scale `uint8 (H, W, 3)` to cover `height x width` (aspect kept, Lanczos), then center-crop.
+
+    The official demo's `resize_and_center_crop`, pixel for pixel: sides `round(side * scale)`,
+    and the crop box `((W' - width) / 2, ...)` that PIL rounds half to even (Python's `round`), so
+    an odd margin of 3 gives an offset of 2 where flooring gives 1. Unlike the demo, an odd target
+    side keeps its size (the demo's box rounds both edges and can lose a pixel).
+    """
     from PIL import Image
 
     if height <= 0 or width <= 0:
@@ -413,7 +419,7 @@ def resize_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
     resized = Image.fromarray(image).resize((new_w, new_h), Image.LANCZOS)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
+    top, left = round((new_h - height) / 2), round((new_w - width) / 2)
     return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 

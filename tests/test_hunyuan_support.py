@@ -28,6 +28,7 @@ from framepack.hunyuan.teacache import TeaCache, install_teacache, rescale
 from framepack.lora import merge_lora, unmerge_lora
 from framepack.models import PRESETS, PackedTransformer
 from framepack.packing import PackedContext, PackedLevel
+from framepack.video import resize_center_crop
 
 # ----------------------------------------------------------------------------- buckets
 
@@ -51,10 +52,11 @@ def test_nearest_bucket_minimises_aspect_error(h, w):
     assert abs(h * bw - w * bh) == best
 
 
-def test_resize_and_center_crop():
+def test_prepare_image_crops_the_bucket():
+    """The bucket's crop is `framepack.video.resize_center_crop` (tested against the demo's)."""
     img = np.zeros((100, 300, 3), np.uint8)
     img[:, 140:160] = 255  # a centred white bar survives the crop
-    out = buckets.resize_and_center_crop(img, 64, 64)
+    out = resize_center_crop(img, 64, 64)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert out[:, 32].mean() > 200 and out[:, 0].mean() < 30
     pixels, bucket = buckets.prepare_image(np.full((300, 500, 3), 255, np.uint8))

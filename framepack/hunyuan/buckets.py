@@ -2,7 +2,8 @@
 
 The released models were trained at about 640x640 pixels of area in a fixed list of aspect
 ratios ("buckets"). An input image is mapped to the bucket whose aspect ratio is nearest, resized
-so that it covers the bucket (Lanczos) and centre-cropped.
+so that it covers the bucket (Lanczos) and centre-cropped (`framepack.video.resize_center_crop`,
+the demo's `resize_and_center_crop`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+
+from framepack.video import resize_center_crop
 
 # (height, width) pairs of the official 640 bucket list (lllyasviel/FramePack bucket_tools.py).
 OFFICIAL_BUCKETS_640: tuple[tuple[int, int], ...] = (
@@ -70,26 +73,6 @@ def nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple[int,
     return best
 
 
-def resize_and_center_crop(image: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
-    """Resize `image` to cover (height, width) with Lanczos, then crop the centre.
-
-    image: (H, W, 3) uint8 array or a PIL image. Returns (height, width, 3) uint8.
-    """
-    array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"image must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
-    if array.shape[:2] == (height, width):
-        return array
-    src_h, src_w = array.shape[:2]
-    scale = max(width / src_w, height / src_h)
-    new_w, new_h = round(src_w * scale), round(src_h * scale)
-    resized = Image.fromarray(array).resize((new_w, new_h), Image.LANCZOS)
-    # The official demo passes fractional boxes to PIL, which rounds them; do the same.
-    left, top = (new_w - width) / 2, (new_h - height) / 2
-    cropped = resized.crop((left, top, left + width, top + height))
-    return np.asarray(cropped)
-
-
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1] (x / 127.5 - 1, as the official demo)."""
     return (
@@ -109,5 +92,7 @@ def prepare_image(
     Returns pixels (1, 3, H, W) in [-1, 1] and the bucket (H, W).
     """
     array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
     bucket = nearest_bucket(array.shape[0], array.shape[1], resolution)
-    return image_to_tensor(resize_and_center_crop(array, *bucket)), bucket
+    return image_to_tensor(resize_center_crop(array, *bucket)), bucket
