@@ -7,14 +7,24 @@ window 9, 25 steps, the released context layout [4x 16 | 2x 2 | 1x 2]) in normal
 but TeaCache's skip count depends on how the real model's inputs change: with random weights it
 is only indicative.
 
+Several GPUs (sequence parallel, `framepack.models.parallel`): under torchrun with `--parallel N`,
+every process builds the same weights and runs the same sections on cuda:LOCAL_RANK, each
+attention split over the N processes (TeaCache off: it does not run with --parallel); process 0
+prints and writes the results, with the largest peak VRAM of the N processes.
+
 GPU:        python benchmarks/bench_hunyuan_gpu.py --out bench.json
+GPUs:       torchrun --nproc_per_node 4 benchmarks/bench_hunyuan_gpu.py --parallel 4 --teacache off --out bench4.json
 CPU smoke:  python benchmarks/bench_hunyuan_gpu.py --preset tiny --device cpu --bucket 128 --steps 3 --sections 1
+CPU smoke of the parallel mode (gloo):
+            torchrun --nproc_per_node 2 benchmarks/bench_hunyuan_gpu.py --preset tiny --device cpu \
+                --bucket 128 --steps 3 --sections 1 --teacache off --parallel 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -115,11 +125,15 @@ def measure(args, mode: str, teacache: bool) -> dict:
     model = build(args.preset, build_device, dtype, args.seed)
     if mode == "low-vram":
         stream_blocks(model, device)
+    if args.parallel > 1:
+        from framepack.models.parallel import SequenceParallel, engine_attn_type
+
+        model = SequenceParallel(model, attn_type=engine_attn_type(device, dtype))
     cache = TeaCache(args.teacache_threshold, args.steps) if teacache else None
     if cache is not None:
         install_teacache(model, cache)
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    inputs = section_inputs(model, latent_hw, args.window, device, dtype, gen)
+    inputs = section_inputs(getattr(model, "transformer", model), latent_hw, args.window, device, dtype, gen)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     run_section(model, inputs, min(2, args.steps), dtype, device, cache)  # warm-up
@@ -131,6 +145,13 @@ def measure(args, mode: str, teacache: bool) -> dict:
         sync(device)
         times.append(time.perf_counter() - start)
     per_section = sum(times) / len(times)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    if args.parallel > 1 and peak is not None:  # the largest of the processes
+        import torch.distributed as dist
+
+        largest = torch.tensor([peak], device=device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        peak = int(largest.item())
     frames = 4 * args.window  # pixel frames a (non-first) section adds
     estimate = estimate_vram(
         model.config, latent_hw, args.window, released_history_tokens(latent_hw), dtype, mode
@@ -143,13 +164,12 @@ def measure(args, mode: str, teacache: bool) -> dict:
         "steps": args.steps,
         "dtype": args.dtype,
         "mode": mode,
+        "parallel": args.parallel,
         "teacache": teacache,
         "teacache_skipped_steps": None if cache is None else cache.skipped,
         "s_per_section": round(per_section, 4),
         "s_per_frame": round(per_section / frames, 4),
-        "peak_vram_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        if device.type == "cuda"
-        else None,
+        "peak_vram_gib": None if peak is None else round(peak / 2**30, 2),
         "estimated_vram_gib": round(estimate.total / 2**30, 2),
     }
     del model, inputs
@@ -177,23 +197,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacache", default="off,on")
     parser.add_argument("--teacache-threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="sequence parallel over N processes (torchrun --nproc_per_node N)",
+    )
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device; use --device cpu (with --preset tiny) for a smoke test")
+    rank = 0
+    if args.parallel > 1:
+        if os.environ.get("WORLD_SIZE") != str(args.parallel):
+            parser.error(f"--parallel {args.parallel} runs under torchrun --nproc_per_node {args.parallel}")
+        if "on" in args.teacache.split(","):
+            parser.error("TeaCache does not run with --parallel; give --teacache off")
+        from framepack.cli.generate_parallel import join_group
+
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        args.device = str(join_group("cuda" if args.device.startswith("cuda") else "cpu", local_rank))
+        rank = int(os.environ["RANK"])
     results = []
     for mode in args.modes.split(","):
         for tc in args.teacache.split(","):
             r = measure(args, mode, tc == "on")
             results.append(r)
+            if rank > 0:
+                continue
             print(
                 f"{r['mode']:>8} teacache={'on ' if r['teacache'] else 'off'} {r['s_per_section']:8.3f} s/section "
                 f"{r['s_per_frame']:7.4f} s/frame peak {r['peak_vram_gib']} GiB (estimate {r['estimated_vram_gib']} GiB)"
                 + (f" skipped {r['teacache_skipped_steps']}/{args.steps}" if r["teacache"] else ""),
                 flush=True,
             )
-    if args.out:
+    if args.out and rank == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
     return 0

@@ -4,8 +4,11 @@ bad launches in one line before loading anything."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,3 +211,78 @@ def test_heads_must_divide(monkeypatch, capsys, tmp_path):
     code, err = _generate(capsys, "--model", "hunyuan-f1", "--model-dir", str(tmp_path), "--parallel", "3")
     assert code == 2
     assert "--parallel 3 must divide the model's 2 attention heads" in err and err.count("\n") == 1, err
+
+
+def test_other_processes_resume_from_a_copy_of_process_0s_files(tmp_path):
+    from framepack.cli.generate_parallel import follower_options
+    from framepack.options import GenerationOptions
+    from framepack.resume import parts_path, resume_path
+    from framepack.video import sidecar_path
+
+    out = tmp_path / "job.mp4"
+    for path in (out, sidecar_path(out), resume_path(out)):
+        path.write_bytes(path.name.encode())
+    parts_path(out).mkdir()
+    (parts_path(out) / "section_00000.safetensors").write_bytes(b"part")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    options = follower_options(GenerationOptions(out=str(out), resume=True, preview="p"), scratch)
+    copy = scratch / "job.mp4"
+    assert (options.out, options.resume, options.overwrite, options.preview) == (str(copy), True, False, None)
+    for source, target in (
+        (out, copy),
+        (sidecar_path(out), sidecar_path(copy)),
+        (resume_path(out), resume_path(copy)),
+    ):
+        assert target.read_bytes() == source.read_bytes()
+    assert (parts_path(copy) / "section_00000.safetensors").read_bytes() == b"part"
+    fresh = follower_options(GenerationOptions(out=str(out)), tmp_path / "other")
+    assert (fresh.out, fresh.overwrite) == (str(tmp_path / "other" / "job.mp4"), True)
+
+
+@pytest.mark.slow
+def test_generate_parallel_under_torchrun_gives_the_one_process_video(tmp_path):
+    """`torchrun --nproc_per_node 2 -m framepack generate --parallel 2` on tiny released-format
+    components (gloo, CPU): process 0 writes the one-process video; nothing else is written."""
+    pytest.importorskip("diffusers")
+    import socket
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hunyuan_fixtures import build_hunyuan_dir, build_redux_dir
+    from test_hunyuan_pipeline import BUCKET, PROMPT, TRANSFORMER_DIRS, build_transformer, write_image
+
+    from framepack.video import read_video
+
+    models = tmp_path / "models"
+    build_hunyuan_dir(models / "HunyuanVideo")
+    build_redux_dir(models / "flux_redux_bfl")
+    build_transformer(models / TRANSFORMER_DIRS["hunyuan-inverted"], seed=10)
+    image = write_image(tmp_path / "start.png", seed=4)
+    work = tmp_path / "work"
+    work.mkdir()
+    # --crf 0: lossless, so x264 keeps near-equal frames near (lossy, they can differ by ~10 levels)
+    args = ["generate", "--model", "hunyuan-inverted", "--model-dir", str(models), "--image", image,
+            "--prompt", PROMPT, "--seconds", "1", "--steps", "2", "--device", "cpu", "--quiet",
+            "--bucket", str(BUCKET), "--crf", "0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    single = subprocess.run([sys.executable, "-m", "framepack", *args, "--out", "one.mp4"], cwd=work,
+                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    parallel = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), "-m", "framepack", *args, "--out", "two.mp4", "--parallel", "2"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert parallel.stdout.count("two.mp4 (30 frames") == 1  # process 0 alone reports
+    one, two = read_video(work / "one.mp4")[0], read_video(work / "two.mp4")[0]
+    assert one.shape == two.shape == (30, BUCKET, BUCKET, 3)
+    error = np.abs(one.astype(int) - two.astype(int))
+    print(f"frames differ by {error.mean():.4f} on average, {error.max()} at most")
+    assert error.max() <= 2 and error.mean() < 0.05
+    assert sorted(p.name for p in work.iterdir()) == sorted(["one.mp4", "one.json", "two.mp4", "two.json"])
+    assert not list(tmp_path.glob("framepack-rank*"))  # the other process's scratch folder is gone
