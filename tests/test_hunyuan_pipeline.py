@@ -197,8 +197,10 @@ def run_both(comp, tmp_path, sampling_type, end_image: str | None = None):
     pipe.prepare_image_latents = lambda image, dtype=None, device=None, generator=None, latents=None: (
         queue.pop(0).to(device=device, dtype=dtype)
     )
-    if end_image is not None:  # diffusers computes the start/end feature average and drops it
-        pipe.encode_image = lambda image, device=None, dtype=None: cond.image_embeds.to(dtype=dtype)
+    # Our image features: diffusers truncates the image to uint8 where the official demo (and we)
+    # keep its levels (test_hunyuan_encoders), and with an end image it computes the start/end
+    # feature average and drops it.
+    pipe.encode_image = lambda image, device=None, dtype=None: cond.image_embeds.to(dtype=dtype)
     h, w = cond.size
     prompt = cond.prompts[0]
     out = pipe(
