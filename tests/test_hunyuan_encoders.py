@@ -153,9 +153,10 @@ def test_vae_encode_decode_match_diffusers(loaded, pipe):
 
     latents = torch.randn(1, 4, 3, 4, 6, generator=gen)
     pixels = vae.decode(latents)
-    ref_pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample.clamp(-1, 1)
+    ref_pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     assert pixels.shape == (1, 3, vae.num_frames(3), 32, 48) == (1, 3, 9, 32, 48)
     assert torch.equal(pixels, ref_pixels)
+    assert pixels.abs().max() > 1  # not clamped: the official demo clamps only when writing
 
 
 def test_protocols(loaded):

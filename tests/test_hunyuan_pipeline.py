@@ -32,6 +32,7 @@ from framepack.models import PRESETS, PackedTransformer
 from framepack.options import GenerationOptions
 from framepack.pipeline import FramePackPipeline, Job
 from framepack.resume import section_generator
+from framepack.video import to_uint8_frames
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -275,7 +276,12 @@ def test_end_image_slot_and_mixed_features(inverted, tmp_path):
 
 @pytest.mark.parametrize("model", ["inverted", "f1"])
 def test_video_is_the_official_crossfade(model, request, tmp_path):
-    """Our writer's pixels equal diffusers' per-section decode + soft_append over 33 frames."""
+    """Our writer's pixels equal the official per-section decode + soft_append over 33 frames.
+
+    As the official demo, the decoded windows are cross-faded as the VAE gives them (the tiny VAE
+    overshoots [-1, 1] here) and clamped only when written; clamping each window first gives
+    other written pixels.
+    """
     from framepack.writer import soft_append
 
     comp = request.getfixturevalue(model)
@@ -288,22 +294,31 @@ def test_video_is_the_official_crossfade(model, request, tmp_path):
     lat = torch.randn(1, 4, job.plan.total, 2, 2, generator=torch.Generator().manual_seed(0))
     vae = comp.codec
 
-    # The official loop, written out: decode the newest 2w latents (2w + 1 with the start) and
-    # cross-fade over 4w - 3 frames with the video so far.
-    video = None
-    for k in range(n):
-        if model == "inverted":
-            lo = 1 + (n - 1 - k) * w
-            lo = 0 if k == n - 1 else lo
-            window = lat[:, :, lo : min(lat.shape[2], lo + (w if k == 0 else 2 * w + (k == n - 1)))]
-            cur = vae.decode(window)
-            video = cur if video is None else soft_append(cur, video, 4 * w - 3)
-        else:
-            hi = 1 + (k + 1) * w
-            window = lat[:, :, 0:hi] if k == 0 else lat[:, :, hi - 2 * w : hi]
-            cur = vae.decode(window)
-            video = cur if video is None else soft_append(video, cur, 4 * w - 3)
+    def official(clamp_each_window: bool) -> torch.Tensor:
+        """The official loop, written out: decode the newest 2w latents (2w + 1 with the start)
+        and cross-fade over 4w - 3 frames with the video so far."""
+        video = None
+        for k in range(n):
+            if model == "inverted":
+                lo = 1 + (n - 1 - k) * w
+                lo = 0 if k == n - 1 else lo
+                window = lat[:, :, lo : min(lat.shape[2], lo + (w if k == 0 else 2 * w + (k == n - 1)))]
+            else:
+                hi = 1 + (k + 1) * w
+                window = lat[:, :, 0:hi] if k == 0 else lat[:, :, hi - 2 * w : hi]
+            cur = vae.vae.decode(window / vae.scaling_factor).sample  # diffusers' VAE, as is
+            cur = cur.clamp(-1, 1) if clamp_each_window else cur
+            if video is None:
+                video = cur
+            elif model == "inverted":  # the new (earlier) window is the fade's first argument
+                video = soft_append(cur, video, 4 * w - 3)
+            else:
+                video = soft_append(video, cur, 4 * w - 3)
+        return video
+
+    video = official(clamp_each_window=False)
     assert video.shape[2] == vae.num_frames(lat.shape[2]) == 4 * n * w + 1
+    assert video.abs().max() > 1  # the VAE overshoots, so the order of clamp and fade matters
 
     writer = job._writer()
     done = torch.zeros(lat.shape[2], dtype=torch.bool)
@@ -313,6 +328,8 @@ def test_video_is_the_official_crossfade(model, request, tmp_path):
         writer.add(lat, done, section.start, section.stop)
     ours = writer.decode(lat, done)
     torch.testing.assert_close(ours, video, rtol=0, atol=1e-6)
+    written, clamped_first = to_uint8_frames(ours), to_uint8_frames(official(clamp_each_window=True))
+    assert (written != clamped_first).any()  # clamping before the fade would write other pixels
     whole = vae.decode(lat)
     assert (ours - whole).abs().max() > 1e-4  # windowed decoding is not the whole-run decoding
 

@@ -134,13 +134,17 @@ class HunyuanVideoVAE:
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
-        """Scaled latents (B, 16, T, h, w) -> pixels (B, 3, 4T - 3, 8h, 8w) in [-1, 1], float32."""
+        """Scaled latents (B, 16, T, h, w) -> pixels (B, 3, 4T - 3, 8h, 8w), float32, about [-1, 1].
+
+        Not clamped: the decoder can overshoot [-1, 1], and the official demo cross-fades the
+        decoded windows before it clamps (when writing). Consumers that need [-1, 1] clamp.
+        """
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(
                 f"latents must be (B, {self.latent_channels}, T, h, w), got {tuple(latents.shape)}"
             )
         z = (latents / self.scaling_factor).to(self.device, self.dtype)
-        return self.vae.decode(z).sample.float().clamp(-1, 1)
+        return self.vae.decode(z).sample.float()
 
     def num_frames(self, latent_frames: int) -> int:
         return causal_num_frames(latent_frames, self.time_factor)
