@@ -146,7 +146,7 @@ def follower_options(options, scratch: Path):
 def run_parallel(args: argparse.Namespace) -> int:
     """`framepack generate` on this process of a `--parallel N` launch; process 0 reports."""
     from framepack.cli.generate import load_options_from_args, options_from_args, report
-    from framepack.models.parallel import SequenceParallel
+    from framepack.models.parallel import SequenceParallel, engine_attn_type
     from framepack.pipeline import FramePackPipeline
     from framepack.runtime import check_threads, use_threads
 
@@ -158,7 +158,8 @@ def run_parallel(args: argparse.Namespace) -> int:
     device = join_group(args.device, launch.local_rank)
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, dataclasses.replace(load, device=str(device)))
-    pipe.components.transformer = SequenceParallel(pipe.components.transformer)
+    c = pipe.components
+    c.transformer = SequenceParallel(c.transformer, attn_type=engine_attn_type(c.device, c.dtype))
     if launch.rank == 0:
         return report(pipe.generate(options, progress=not args.quiet))
     with tempfile.TemporaryDirectory(prefix=f"framepack-rank{launch.rank}-") as scratch:
