@@ -143,15 +143,22 @@ def run(args: argparse.Namespace) -> int:
     from framepack.pipeline import FramePackPipeline
     from framepack.runtime import check_threads, use_threads
 
-    if args.parallel not in (None, 1):
-        from framepack.cli.generate_parallel import run_parallel
+    launch = None
+    if args.parallel not in (None, 1):  # refused in one line before anything loads
+        from framepack.cli.generate_parallel import check_launch
 
-        return run_parallel(args)
-
+        launch = check_launch(args)
     options = options_from_args(args)
     options.validate()
     threads = check_threads(args.threads)
     load = load_options_from_args(args)
+    if launch is not None:
+        from framepack.cli.generate_parallel import run_parallel
+
+        result = run_parallel(args, launch, options, load, threads)
+        if launch.rank != 0:
+            return 130 if result.stopped else 0
+        return report(result)
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, load)
     return report(pipe.generate(options, progress=not args.quiet))

@@ -26,8 +26,13 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framepack.errors import UserError
+
+if TYPE_CHECKING:
+    from framepack.options import GenerationOptions, LoadOptions
+    from framepack.pipeline import GenerationResult
 
 RELEASED = ("hunyuan-inverted", "hunyuan-f1")
 
@@ -143,25 +148,21 @@ def follower_options(options, scratch: Path):
     return dataclasses.replace(options, out=str(out), overwrite=not options.resume, preview=None)
 
 
-def run_parallel(args: argparse.Namespace) -> int:
-    """`framepack generate` on this process of a `--parallel N` launch; process 0 reports."""
-    from framepack.cli.generate import load_options_from_args, options_from_args, report
+def run_parallel(
+    args: argparse.Namespace, launch: Launch, options: GenerationOptions, load: LoadOptions, threads: int
+) -> GenerationResult:
+    """`framepack generate` on this process of a `--parallel N` launch (checked by
+    `check_launch`); process 0 writes the video, the others a scratch copy they delete."""
     from framepack.models.parallel import SequenceParallel, engine_attn_type
     from framepack.pipeline import FramePackPipeline
-    from framepack.runtime import check_threads, use_threads
+    from framepack.runtime import use_threads
 
-    launch = check_launch(args)
-    options = options_from_args(args)
-    options.validate()
-    threads = check_threads(args.threads)
-    load = load_options_from_args(args)
     device = join_group(args.device, launch.local_rank)
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, dataclasses.replace(load, device=str(device)))
     c = pipe.components
     c.transformer = SequenceParallel(c.transformer, attn_type=engine_attn_type(c.device, c.dtype))
     if launch.rank == 0:
-        return report(pipe.generate(options, progress=not args.quiet))
+        return pipe.generate(options, progress=not args.quiet)
     with tempfile.TemporaryDirectory(prefix=f"framepack-rank{launch.rank}-") as scratch:
-        result = pipe.generate(follower_options(options, Path(scratch)), progress=False)
-    return 130 if result.stopped else 0
+        return pipe.generate(follower_options(options, Path(scratch)), progress=False)
