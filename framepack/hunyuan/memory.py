@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from framepack.kernels import RELEASED_FRAMES
 from framepack.models.config import TransformerConfig
+from framepack.packing import released
 
 MODES = ("normal", "low-vram")
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
@@ -66,12 +68,12 @@ def parameter_counts(config: TransformerConfig) -> tuple[int, int]:
 
 
 def released_history_tokens(latent_hw: tuple[int, int], patch: int = 2) -> int:
-    """Context tokens of the released layout: 1x (start + 1 frame), 2x (2 frames), 4x (16 frames)."""
-    h, w = (math.ceil(s / patch) for s in latent_hw)
-    one_x = 2 * h * w
-    two_x = 1 * math.ceil(h / 2) * math.ceil(w / 2)
-    four_x = 4 * math.ceil(h / 4) * math.ceil(w / 4)
-    return one_x + two_x + four_x
+    """Context tokens of the released layout (`framepack.kernels.RELEASED_FRAMES`): 1x (start +
+    1 frame), 2x (2 frames), 4x (16 frames), counted by `framepack.packing`."""
+    if patch != 2:
+        raise ValueError(f"the released layout patchifies by 2, got patch {patch}")
+    history = sum(RELEASED_FRAMES.values())
+    return released().total_tokens(history, latent_hw, anchors=1)
 
 
 def estimate_vram(
