@@ -78,6 +78,7 @@ def _load_bundle(path: Path, options: LoadOptions) -> Components:
         device=device,
         dtype=dtype,
         source=str(path),
+        history_codebook=bundle.codebook,
     )
 
 

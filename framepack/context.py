@@ -15,11 +15,15 @@ one layout (`STRATEGY_LAYOUT`):
 Anchors (the start image, keyframes, an end image) are clean 1x frames placed before the history
 (released: `clean_latents = [start, post]`). Missing frames are zero latents that continue the
 history on its own side (`PAD_SIDE`), as the released history buffer that starts as zeros.
+
+History discretization (SPEC sec. 4, framepack.discretize): with `quantize`, every history frame
+is replaced by its nearest codebook entries before packing, in training and generation alike;
+the anchors stay exact and the zero padding stays zeros.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -69,19 +73,24 @@ def section_context(
     anchor_times: Sequence[int] | None = None,
     history_noise: float = 0.0,
     generator: torch.Generator | None = None,
+    quantize: Callable[[Tensor], Tensor] | None = None,
 ) -> PackedContext:
     """Pack the context of the section at positions `target` of a latent timeline.
 
     timeline: (1, C, T, h, w) latents; times: (T,) int64 frame time of each position (RoPE);
     history: positions the section may see (any order; `pack` ranks them); target: the
     section's positions; anchors: positions placed clean at the 1x level, at `anchor_times`
-    (default: their own times). History frames get N(0, history_noise^2) noise (the paper's
-    noisy-history baseline, Sec. 4). Returns a batch-1 context.
+    (default: their own times). With `quantize` ((1, C, N, h, w) -> same shape, e.g. a
+    `framepack.discretize.Codebook`), history frames are discretized (Sec. 4); anchors (the start
+    image, keyframes, an end image) stay exact. History frames then get N(0, history_noise^2)
+    noise (the paper's noisy-history baseline, Sec. 4). Returns a batch-1 context.
     """
     if layout not in PAD_SIDE:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     hist = list(history)
     frames = timeline[:, :, hist]  # (1, C, N, h, w)
+    if quantize is not None and frames.shape[2] > 0:
+        frames = quantize(frames)  # (1, C, N, h, w), each latent vector its nearest entry
     if history_noise > 0 and frames.shape[2] > 0:
         noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype)
         frames = frames + history_noise * noise

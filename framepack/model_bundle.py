@@ -8,6 +8,9 @@ Directory layout (the bundled demo model lives in `framepack/assets/demo/`):
     transformer/config.json        diffusers-format `PackedTransformer` (`from_pretrained`)
     transformer/diffusion_pytorch_model.safetensors
     text_encoder/{vocab.json, config.json, model.safetensors}   the `VocabEncoder`
+    history_codebook.safetensors   the history codebook (K, C) when trained with
+                                   `--discretize-history K` (framepack.discretize); meta
+                                   `history_codebook: K`, so generation applies it unasked
     README.md                      the model card as prose (optional)
 
 `load_bundle(path) -> Bundle` rebuilds the three modules; `save_bundle` writes them. No pickles:
@@ -29,6 +32,7 @@ from typing import Any
 import torch
 
 from framepack.codecs.base import Codec, codec_from_config
+from framepack.discretize import Codebook
 from framepack.errors import UserError
 from framepack.models import PackedTransformer
 from framepack.packing import parse_schedule
@@ -41,6 +45,7 @@ META_NAME = "framepack.json"
 CODEC_NAME = "codec.json"
 TRANSFORMER_DIR = "transformer"
 TEXT_DIR = "text_encoder"
+CODEBOOK_NAME = "history_codebook.safetensors"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class BundleMeta:
                   to a velocity by `framepack.sampling.x0_to_velocity`).
     max_latent_index: the largest latent frame index (RoPE time) seen in training; sections
                   farther from the start frame are extrapolation (None: unknown).
+    history_codebook: K when history latents are discretized to a K-entry codebook
+                  (`history_codebook.safetensors`, SPEC sec. 4); None: continuous history.
     model_card:   free-form facts (training command, wall time, data seeds, measurements).
     training:     the resolved training config and progress (steps, samples).
     """
@@ -84,6 +91,7 @@ class BundleMeta:
     default_prompt: str = ""
     max_latent_index: int | None = None
     prediction: str = "velocity"
+    history_codebook: int | None = None
     model_card: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +111,9 @@ class BundleMeta:
             raise ValueError(f"default_plan must be a plan name, got {self.default_plan!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        k = self.history_codebook
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            raise ValueError(f"history_codebook must be null or an integer >= 2 (K), got {k!r}")
 
     def to_json(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -124,13 +135,15 @@ class BundleMeta:
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the three modules and the generation settings."""
+    """A loaded bundle: the three modules, the generation settings and the history codebook
+    (None unless the model was trained with discretized history)."""
 
     transformer: PackedTransformer
     text_encoder: VocabEncoder
     codec: Codec
     meta: BundleMeta
     path: Path
+    codebook: Codebook | None = None
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -144,11 +157,18 @@ def save_bundle(
     codec: Codec,
     meta: BundleMeta,
     card: str | None = None,
+    codebook: Codebook | None = None,
 ) -> Path:
     """Write a bundle directory (replacing one that is there) via a temporary sibling + rename.
 
     The transformer is stored in its current dtype (cast it to float16 first to halve the size).
+    `codebook` (the history codebook) must match `meta.history_codebook`.
     """
+    if meta.history_codebook != (None if codebook is None else codebook.k):
+        have = None if codebook is None else codebook.k
+        raise ValueError(
+            f"meta.history_codebook is {meta.history_codebook} but the codebook given has K = {have}"
+        )
     out = Path(path)
     if out.exists() and not (out / META_NAME).is_file():
         raise UserError(f"{out} exists and is not a model bundle; a bundle replaces only a bundle")
@@ -159,6 +179,8 @@ def save_bundle(
         text_encoder.save(tmp)
         (tmp / CODEC_NAME).write_text(json.dumps(codec.config(), indent=2) + "\n")
         (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+        if codebook is not None:
+            codebook.save(tmp / CODEBOOK_NAME)
         if card is not None:
             (tmp / "README.md").write_text(card)
         if out.exists():  # an older bundle: swap it out, then remove it
@@ -218,7 +240,26 @@ def load_bundle(
         raise
     except Exception as err:  # safetensors, json and torch raise their own types for a damaged file
         raise UserError(f"{root}: a model file is missing or damaged ({err}); re-export the bundle") from None
-    return Bundle(transformer.eval(), text_encoder, codec, meta, root)
+    return Bundle(transformer.eval(), text_encoder, codec, meta, root, _load_codebook(root, meta, codec))
+
+
+def _load_codebook(root: Path, meta: BundleMeta, codec: Codec) -> Codebook | None:
+    """The history codebook the meta announces (UserError when missing, damaged or mismatched)."""
+    if meta.history_codebook is None:
+        return None
+    path = root / CODEBOOK_NAME
+    try:
+        codebook = Codebook.load(path)
+    except Exception as err:  # safetensors raises its own types for a damaged file
+        raise UserError(
+            f"{path}: the history codebook is missing or damaged ({err}); re-export the bundle"
+        ) from None
+    if codebook.k != meta.history_codebook or codebook.channels != codec.latent_channels:
+        raise UserError(
+            f"{path}: a {codebook.k} x {codebook.channels} codebook, but {META_NAME} says K = "
+            f"{meta.history_codebook} and the codec makes {codec.latent_channels} channels; re-export the bundle"
+        )
+    return codebook
 
 
 def demo_path() -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from framepack.discretize import Codebook
 from framepack.options import DTYPES, LoadOptions
 from framepack.plans import MODES
 
@@ -84,7 +85,9 @@ class Components:
     before the first section and before each section (the released models print their VRAM
     estimate and reset TeaCache there). choose_size(height, width) gives the video's (H, W) for
     a start image of that size, for models without one fixed `spec.size` (the released models:
-    the nearest resolution bucket).
+    the nearest resolution bucket). history_codebook: the codebook a model was trained with
+    (`--discretize-history K`, framepack.discretize); the pipeline discretizes generated history
+    with it (general mode only; None: continuous history).
     """
 
     spec: ModelSpec
@@ -98,3 +101,4 @@ class Components:
     on_job_start: Callable[[tuple[int, int], int], None] | None = None
     on_section_start: Callable[[], None] | None = None
     choose_size: Callable[[int, int], tuple[int, int]] | None = None
+    history_codebook: Codebook | None = None

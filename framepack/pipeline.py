@@ -196,6 +196,11 @@ class Job:
     ) -> None:
         self.components = components
         self.spec = components.spec
+        if components.history_codebook is not None and self.spec.mode == "released":
+            raise UserError(
+                "history discretization applies to general-mode models; the released (hunyuan) "
+                "layouts were not trained with it: load the model without its history codebook"
+            )
         if options.cfg is None:  # the model's default guidance on the prompt
             options = dataclasses.replace(options, cfg=self.spec.cfg)
         self.options = options
@@ -460,6 +465,7 @@ class Job:
             STRATEGY_LAYOUT.get(self.plan.strategy, "endpoints"),
             anchors=section.anchors,
             anchor_times=[self._anchor_index(a, section) for a in section.anchors],
+            quantize=self.components.history_codebook,  # as in training (SPEC sec. 4)
         )
         return ctx.to(device, dtype)
 

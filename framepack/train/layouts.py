@@ -22,6 +22,7 @@ it (framepack.train.data), as a section of an inverted or endpoints plan does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -93,17 +94,19 @@ def build_context(
     schedule: Schedule,
     history_noise: float = 0.0,
     generator: torch.Generator | None = None,
+    quantize: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[PackedContext, Tensor, Tensor]:
     """Pack one sample's context from its true latents (`framepack.context.section_context`).
 
     latents: (1, C, 1 + n, h, w), position 0 the start frame; indices: (1 + n,) int64 frame
     times. Returns the packed context (batch 1), the target latents (1, C, window, h, w) and
-    their frame indices (1, window). The start frame is a clean 1x anchor; history frames get
-    N(0, history_noise^2) noise.
+    their frame indices (1, window). The start frame is a clean exact 1x anchor; history frames
+    are discretized by `quantize` (a `framepack.discretize.Codebook`, Sec. 4) when given, then
+    get N(0, history_noise^2) noise.
     """
     section = range(lay.start, lay.start + lay.window)
     context = section_context(
         latents, indices, lay.history, section, schedule, lay.layout,
-        anchors=(0,), history_noise=history_noise, generator=generator,
+        anchors=(0,), history_noise=history_noise, generator=generator, quantize=quantize,
     )  # fmt: skip
     return context, latents[:, :, lay.start : lay.start + lay.window], indices[list(section)][None]
