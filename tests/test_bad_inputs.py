@@ -248,6 +248,16 @@ CASES: list[tuple[str, tuple[str | bytes, ...], str]] = [
     ("train-init-missing", ("train", "--preset", "tiny-test", "--out", "r", "--init", "nothing"), "nothing"),
     ("train-threads", ("train", "--preset", "tiny-test", "--out", "r", "--threads", "0"), "--threads"),
     (
+        "train-discretize-k",
+        ("train", "--preset", "tiny-test", "--out", "r", "--discretize-history", "1"),
+        "--discretize-history",
+    ),
+    (
+        "train-discretize-over-sample",
+        ("train", "--preset", "tiny-test", "--out", "r", "--discretize-history", "5000"),
+        "latent vectors",
+    ),
+    (
         "train-released-lora",
         ("train", "--model", "hunyuan-inverted", "--data", "folder", "--lora-rank", "32", "--out", "r"),
         "framepack lora train",

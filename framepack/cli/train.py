@@ -4,6 +4,7 @@
     framepack train --out RUN_DIR --resume [--steps N]     # continue (bit-exact loss sequence)
     framepack train --config my.json --out RUN_DIR --init BUNDLE_OR_RUN [--add-level 8,16,16]
     framepack train --out RUN_DIR --export BUNDLE_DIR      # EMA of the latest checkpoint -> bundle
+    framepack train --preset demo --out RUN_DIR --discretize-history 128   # SPEC sec. 4
 
 Several processes: `torchrun --nproc_per_node N -m framepack train ...` (DDP, or FSDP with
 `"strategy": "fsdp"` in the config).
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add a context level with this kernel, initialised from the existing projections (with --init)",
     )  # fmt: skip
     parser.add_argument(
+        "--discretize-history", type=int, metavar="K",
+        help="discretize history latents to a K-means codebook of K entries (128 as the paper's text, "
+        "256 as its table), fitted on training latents before step 0 and saved in the bundle",
+    )  # fmt: skip
+    parser.add_argument(
         "--export", type=Path, metavar="DIR", help="write the latest EMA weights as a bundle and exit"
     )
     parser.add_argument(
@@ -103,6 +109,18 @@ def _resolve_config(args: argparse.Namespace):
         config = config.replace(steps=args.steps, cooldown_steps=cooldown)
     if args.threads is not None:
         config = config.replace(threads=check_threads(args.threads))
+    k = getattr(args, "discretize_history", None)
+    if k is not None:
+        if k < 2:
+            raise UserError(
+                f"--discretize-history is the codebook size K, at least 2 (128 as the paper), got {k}"
+            )
+        if args.resume and k != config.discretize_history:
+            raise UserError(
+                f"--discretize-history {k}: the run in {args.out} was started with "
+                f"{config.discretize_history or 'none'}; a resume keeps it (drop the flag)"
+            )
+        config = config.replace(discretize_history=k)
     return config
 
 

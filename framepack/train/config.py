@@ -73,6 +73,9 @@ class TrainConfig:
     window:     latent frames per predicted section (the released models use 9).
     layouts:    training layouts drawn at random per sample (forward / inverted / endpoints).
     history_noise: std of Gaussian noise added to context latents (a drift baseline; 0 = off).
+    discretize_history: K of the history codebook (SPEC sec. 4, framepack.discretize): history
+                latents are replaced by their nearest entry of a K-means codebook fitted on
+                training latents before step 0 (0 = off, continuous history).
     first_section_share: probability that a sample is the section next to the start frame of
                 its video (the first section a forward plan generates from a lone image: no
                 motion in the context, so only the prompt tells where the camera goes).
@@ -104,6 +107,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     layouts: tuple[str, ...] = LAYOUTS
     history_noise: float = 0.0
+    discretize_history: int = 0
     first_section_share: float = 0.0
     caption_dropout: float = 0.1
     text_dim: int = 64
@@ -167,6 +171,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
+        k = self.discretize_history
+        if isinstance(k, bool) or not isinstance(k, int) or k == 1 or k < 0:
+            raise ValueError(f"discretize_history must be 0 (off) or a codebook size K >= 2, got {k!r}")
         if not 0 <= self.first_section_share <= 1:
             raise ValueError(f"first_section_share must be in [0, 1], got {self.first_section_share}")
         if not 0 <= self.caption_dropout < 1:
@@ -185,8 +192,12 @@ class TrainConfig:
     # -- JSON ------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values; `discretize_history` only when on, so the configs,
+        checkpoints and bundles of runs from before it read (and resume) the same."""
         out = dataclasses.asdict(self)
         out["layouts"] = list(self.layouts)
+        if not self.discretize_history:
+            del out["discretize_history"]
         return out
 
     def resume_settings(self) -> dict[str, Any]:

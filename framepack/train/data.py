@@ -16,6 +16,7 @@ are skipped and counted in the run's checkpoints).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from framepack.codecs.base import Codec
+from framepack.discretize import latent_vectors
 from framepack.errors import UserError
 from framepack.packing import PackedContext, Schedule
 from framepack.train.config import TrainConfig
@@ -175,6 +177,25 @@ def sample_window(
     return encoded, indices, captions
 
 
+def history_sample(
+    config: TrainConfig, source: ClipSource, codec: Codec, clips: int = 32, max_vectors: int = 65536
+) -> Tensor:
+    """Latent vectors of training history for the history codebook (framepack.discretize):
+    `clips` windows drawn as training draws them (`sample_window`, a generator seeded by
+    `config.seed`), their history positions only (the start frame excluded), at most
+    `max_vectors` of them drawn without replacement. Returns (N, C) float32."""
+    gen = torch.Generator().manual_seed(config.seed)
+    parts = []
+    for _ in range(min(clips, len(source))):
+        clip = int(torch.randint(len(source), (), generator=gen))
+        latents, _, _ = sample_window(source, codec, clip, config.data.clip_latents, gen)
+        parts.append(latent_vectors(latents[None, :, 1:]))  # (n*h*w, C)
+    vectors = torch.cat(parts)
+    if len(vectors) > max_vectors:
+        vectors = vectors[torch.randperm(len(vectors), generator=gen)[:max_vectors]]
+    return vectors
+
+
 def sample_generator(seed: int, step: int, micro_index: int) -> torch.Generator:
     """A generator keyed by (seed, step, micro_index): the only randomness of a micro-batch."""
     state = np.random.SeedSequence([seed, step, micro_index]).generate_state(2, np.uint32)
@@ -222,8 +243,10 @@ def draw_micro_batches(
     schedule: Schedule,
     step: int,
     micro_index: int,
+    quantize: Callable[[Tensor], Tensor] | None = None,
 ) -> list[MicroBatch]:
-    """The samples of one global micro-batch, grouped by context shape (usually one group)."""
+    """The samples of one global micro-batch, grouped by context shape (usually one group);
+    `quantize` discretizes the history frames (framepack.context.section_context)."""
     gen = sample_generator(config.seed, step, micro_index)
     m, window, n = config.micro_batch, config.window, config.data.clip_latents
     sigma = sample_sigmas(
@@ -239,7 +262,7 @@ def draw_micro_batches(
         needed = lay.start + window - 1 if lay.layout == "forward" else n
         latents, indices, captions = sample_window(source, codec, clip, n, gen, first, needed)
         context, target, target_idx = build_context(
-            latents[None], indices, lay, schedule, config.history_noise, gen
+            latents[None], indices, lay, schedule, config.history_noise, gen, quantize=quantize
         )
         noise = torch.randn(target.shape, generator=gen)
         caption = section_caption(captions, int(target_idx[0, 0]), window, codec, config.data.fps)

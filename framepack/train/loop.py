@@ -8,7 +8,8 @@ sequence of an uninterrupted run bit for bit (same hardware, process count and t
 
 Run directory:
     config.json            the resolved TrainConfig
-    model/                 the initial model as a bundle (architecture, codec, vocabulary)
+    model/                 the initial model as a bundle (architecture, codec, vocabulary; the
+                           history codebook with `discretize_history`, fitted before step 0)
     checkpoints/step-N.*   safetensors + JSON, written atomically every `checkpoint_every` steps
     log.jsonl              one line per step: step, loss, lr, samples, seconds (of training,
                            summed over resumed sessions; the time since the last checkpoint of
@@ -40,8 +41,9 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm import tqdm
 
 from framepack.codecs.base import Codec, codec_from_config
+from framepack.discretize import Codebook, fit_codebook
 from framepack.errors import UserError
-from framepack.model_bundle import BundleMeta, is_bundle, load_bundle, save_bundle
+from framepack.model_bundle import BundleMeta, is_bundle, load_bundle, load_meta, save_bundle
 from framepack.models import PackedTransformer
 from framepack.text.vocab import VocabEncoder, VocabEncoderConfig, Vocabulary
 from framepack.train.checkpoint import (
@@ -55,7 +57,7 @@ from framepack.train.checkpoint import (
 )
 from framepack.train.components import Denoiser, build_denoiser, schedule_kernels, schedule_of, seeded
 from framepack.train.config import TrainConfig
-from framepack.train.data import ClipSource, MicroBatch, draw_micro_batches, make_source
+from framepack.train.data import ClipSource, MicroBatch, draw_micro_batches, history_sample, make_source
 from framepack.train.distributed import Distributed, wrap
 from framepack.train.ema import EMA, ema_beta
 from framepack.train.loss import flow_matching_loss
@@ -142,6 +144,7 @@ def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None 
         shift=config.sigma_shift,
         max_latent_index=max_latent_index(config),
         prediction=config.prediction,
+        history_codebook=config.discretize_history or None,
         model_card=dict(card or {}),
         training={"config": config.to_dict(), "steps": step, "samples": step * config.batch_size},
     )
@@ -149,20 +152,22 @@ def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None 
 
 def load_init(
     path: Path, config: TrainConfig, source: ClipSource, add_levels: Sequence[tuple[int, int, int]]
-) -> tuple[Denoiser, Codec]:
+) -> tuple[Denoiser, Codec, Codebook | None]:
     """The model and codec to finetune from.
 
     path: a run directory (its latest EMA weights), a model bundle, or a diffusers-format
     transformer directory (config.json + safetensors, e.g. a released one); for the latter the
     codec and a fresh vocabulary prompt encoder (sized to the transformer's text widths) are
     built from `config`. New context levels in `add_levels` are initialised from the existing
-    projections (`PackedTransformer.add_clean_level`).
+    projections (`PackedTransformer.add_clean_level`). The history codebook of a bundle or run
+    trained with one is returned with them (None otherwise).
     """
-    run_dir = (path / "config.json").is_file() and (path / "model").is_dir()
+    run_dir = _is_run_dir(path)
+    codebook = None
     if run_dir or is_bundle(path):
         bundle = load_bundle(path / "model" if run_dir else path)
         model = Denoiser(bundle.transformer.train(), bundle.text_encoder.train(), bundle.meta.prediction)
-        codec = bundle.codec
+        codec, codebook = bundle.codec, bundle.codebook
         if run_dir:  # its latest EMA weights
             ckpt = latest_checkpoint(path / "checkpoints")
             if ckpt is None:
@@ -204,7 +209,43 @@ def load_init(
             f"--init {path}: the model's output MLP is {have} wide, the config asks for {head}; "
             f"set model_overrides.head_hidden to {have}"
         )
-    return model, codec
+    return model, codec, codebook
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model").is_dir()
+
+
+def inherit_discretization(config: TrainConfig, init: str | Path | None, say: bool = True) -> TrainConfig:
+    """A finetune keeps the history codebook of the model it starts from (`--init` of a bundle
+    or run trained with `--discretize-history K`): the config takes its K; another K is refused."""
+    if init is None:
+        return config
+    path = Path(init)
+    bundle = path / "model" if _is_run_dir(path) else path
+    if not is_bundle(bundle):
+        return config
+    have = load_meta(bundle).history_codebook
+    if have is None or config.discretize_history == have:
+        return config
+    if config.discretize_history:
+        raise UserError(
+            f"--init {init} was trained with --discretize-history {have}, not "
+            f"{config.discretize_history}; drop the flag to keep its codebook (or pass {have})"
+        )
+    if say:
+        print(f"history discretized as --init {init} was: its codebook of K = {have}")
+    return config.replace(discretize_history=have)
+
+
+def history_codebook(config: TrainConfig, source: ClipSource, codec: Codec) -> Codebook:
+    """The run's history codebook: K-means (seeded by `config.seed`) over latent vectors of
+    training history drawn from the run's own data (framepack.train.data.history_sample)."""
+    k = config.discretize_history
+    try:
+        return fit_codebook(history_sample(config, source, codec), k, seed=config.seed).codebook
+    except ValueError as err:
+        raise UserError(f"--discretize-history {k}: {err}") from None
 
 
 def check_kernels(model: Denoiser, config: TrainConfig) -> None:
@@ -272,13 +313,23 @@ def _no_sync(wrapped: nn.Module, sync: bool) -> contextlib.AbstractContextManage
 
 
 def draw_step(
-    config: TrainConfig, env: Distributed, source: ClipSource, codec: Codec, step: int
+    config: TrainConfig,
+    env: Distributed,
+    source: ClipSource,
+    codec: Codec,
+    step: int,
+    codebook: Codebook | None = None,
 ) -> list[MicroBatch]:
-    """This process's share of the step's global batch: micro-batches rank, rank + world, ..."""
+    """This process's share of the step's global batch: micro-batches rank, rank + world, ...
+    (history discretized by `codebook` when the run has one)."""
     schedule = schedule_of(config)
     micro_count = config.batch_size // config.micro_batch
     mine = range(env.rank, micro_count, env.world)
-    return [mb for index in mine for mb in draw_micro_batches(config, source, codec, schedule, step, index)]
+    return [
+        mb
+        for index in mine
+        for mb in draw_micro_batches(config, source, codec, schedule, step, index, quantize=codebook)
+    ]
 
 
 def train_step(
@@ -346,9 +397,10 @@ def _set_up(
     fresh: bool,
     init: str | Path | None,
     add_levels: Sequence[tuple[int, int, int]],
-) -> tuple[ClipSource, Denoiser, Codec]:
-    """The data source, the model to train and its codec: a new one (saved in `paths.model`
-    with the config), a finetuned one (`init`), or the run's own (a resume)."""
+) -> tuple[ClipSource, Denoiser, Codec, Codebook | None]:
+    """The data source, the model to train, its codec and history codebook: a new one (saved in
+    `paths.model` with the config), a finetuned one (`init`, its codebook kept), or the run's
+    own (a resume). A new codebook is fitted here, before step 0."""
     if fresh:
         env.barrier()
         if env.is_main:
@@ -357,18 +409,23 @@ def _set_up(
     source = make_source(config, codec_from_config(dict(config.codec)))
     if not fresh:
         initial = load_bundle(paths.model)
-        return source, Denoiser(initial.transformer, initial.text_encoder, config.prediction), initial.codec
+        model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
+        return source, model, initial.codec, initial.codebook
+    codebook = None
     if init is not None:
-        model, codec = load_init(Path(init), config, source, add_levels)
+        model, codec, codebook = load_init(Path(init), config, source, add_levels)
     else:
         codec = fit_codec(config, source)
         vocab = Vocabulary.build(source.captions(VOCAB_SCRIPTS))
         model = build_denoiser(config, codec, vocab)
     check_kernels(model, config)
+    if config.discretize_history and codebook is None:
+        codebook = history_codebook(config, source, codec)
     if env.is_main:
-        save_bundle(paths.model, model.transformer, model.text_encoder, codec, bundle_meta(config))
+        meta = bundle_meta(config)
+        save_bundle(paths.model, model.transformer, model.text_encoder, codec, meta, codebook=codebook)
     env.barrier()
-    return source, model, codec
+    return source, model, codec, codebook
 
 
 @dataclass
@@ -387,6 +444,7 @@ class Session:
     ema: EMA
     optimizer: torch.optim.Optimizer
     fresh: bool
+    codebook: Codebook | None = None
     step: int = 0
     elapsed: float | None = 0.0
     counters: dict[str, Any] = field(default_factory=lambda: {"skipped_files": {}})
@@ -403,12 +461,13 @@ def train(
 ) -> Path:
     """Train (or resume, or finetune) and return the run directory. See the module docstring."""
     run = start(config, RunPaths(Path(run_dir)), resume=resume, init=init, add_levels=add_levels)
+    config = run.config  # a finetune takes its model's history codebook size
     restore(run)
     ledger = Ledger(run, progress)
     # The next step's samples are drawn in a background thread while this step trains (they
     # depend only on (seed, step), so prefetching changes nothing but the speed).
     prefetch = ThreadPoolExecutor(max_workers=1)
-    upcoming = prefetch.submit(draw_step, config, run.env, run.source, run.codec, run.step)
+    upcoming = prefetch.submit(draw_step, config, run.env, run.source, run.codec, run.step, run.codebook)
     try:
         while True:
             done = run.step >= config.steps
@@ -418,7 +477,9 @@ def train(
             if done:
                 break
             batches = upcoming.result()
-            upcoming = prefetch.submit(draw_step, config, run.env, run.source, run.codec, run.step + 1)
+            upcoming = prefetch.submit(
+                draw_step, config, run.env, run.source, run.codec, run.step + 1, run.codebook
+            )
             loss = train_step(config, run.env, run.wrapped, run.model, run.optimizer, batches, run.step)
             if not math.isfinite(loss):
                 raise RuntimeError(f"loss became {loss} at step {run.step}; lower lr or check the data")
@@ -465,8 +526,10 @@ def start(
             f"run directory {paths.root} is not empty; pass --resume to continue it or pick a new --out"
         )
     created = not paths.root.exists()
+    if fresh:
+        config = inherit_discretization(config, init, say=env.is_main)
     try:
-        source, model, codec = _set_up(config, paths, env, fresh, init, add_levels)
+        source, model, codec, codebook = _set_up(config, paths, env, fresh, init, add_levels)
     except UserError:  # a failed start leaves nothing behind
         if created and env.is_main:
             shutil.rmtree(paths.root, ignore_errors=True)
@@ -479,7 +542,7 @@ def start(
     if env.is_main:  # a killed process's temporary files: checkpoints, JSON and bundles half written
         for tmp in [*paths.checkpoints.glob("*.tmp"), *paths.root.glob(".*.tmp"), *paths.root.glob(".*.old")]:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-    return Session(config, paths, env, source, codec, model, wrapped, EMA(model), optimizer, fresh)
+    return Session(config, paths, env, source, codec, model, wrapped, EMA(model), optimizer, fresh, codebook)
 
 
 def restore(run: Session) -> None:
@@ -598,4 +661,5 @@ def export_bundle(
     ckpt = load_checkpoint(latest)
     model.load_state_dict(ckpt.ema)
     meta = bundle_meta(config, ckpt.step, card)
-    return save_bundle(out, model.transformer.to(dtype), model.text_encoder, initial.codec, meta, readme)
+    transformer = model.transformer.to(dtype)
+    return save_bundle(out, transformer, model.text_encoder, initial.codec, meta, readme, initial.codebook)
