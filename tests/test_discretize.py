@@ -19,7 +19,7 @@ from framepack.errors import UserError
 from framepack.model_bundle import CODEBOOK_NAME, BundleMeta, load_bundle, save_bundle
 from framepack.options import GenerationOptions
 from framepack.packing import parse_schedule
-from framepack.pipeline import Job
+from framepack.pipeline import FramePackPipeline, Job
 from framepack.train.config import PRESETS
 from framepack.train.data import draw_micro_batches, make_source
 from framepack.train.layouts import SectionLayout, build_context
@@ -178,6 +178,26 @@ def test_bundle_round_trip(tmp_path):
     plain = replace(meta, history_codebook=None)
     save_bundle(tmp_path / "d", c.transformer, c.prompt_encoder, c.codec, plain)
     assert load_bundle(tmp_path / "d").codebook is None and not (tmp_path / "d" / CODEBOOK_NAME).exists()
+
+
+def test_generation_from_a_bundle_applies_its_codebook(tmp_path, monkeypatch):
+    """A real generate from a saved bundle hands the bundle's codebook to every section_context."""
+    c = tiny_components()
+    book = _codebook(c.codec.latent_channels, k=8)
+    meta = BundleMeta(
+        fps=8, height=16, width=16, window=2, schedule="released-f1", steps=2, history_codebook=8
+    )
+    save_bundle(tmp_path / "b", c.transformer, c.prompt_encoder, c.codec, meta, codebook=book)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("quantize"))
+        return section_context(*args, **kwargs)
+
+    monkeypatch.setattr("framepack.pipeline.section_context", spy)
+    pipe = FramePackPipeline.from_pretrained(tmp_path / "b")
+    pipe.generate(image=write_image(tmp_path / "s.png"), seconds=2.0, output_type="np", progress=False)
+    assert len(seen) >= 2 and all(q is not None and torch.equal(q.centroids, book.centroids) for q in seen)
 
 
 def _train(*argv: str) -> int:
