@@ -27,21 +27,25 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _kill_around_parts(job_class, n: str, before: bool) -> None:
-    """Die before (or after) the n-th `Job._save_part` call ("last": the plan's last section)."""
-    real, calls = job_class._save_part, [0]
+def _kill_around_parts(job_class, files_class, n: str, before: bool) -> None:
+    """Die before (or after) the n-th `SectionFiles.save` call ("last": the plan's last section)."""
+    real_run, real_save, calls, jobs = job_class.run, files_class.save, [0], []
 
-    def wrapped(job, *args, **kwargs):
+    def run(job, *args, **kwargs):
+        jobs.append(job)
+        return real_run(job, *args, **kwargs)
+
+    def save(files, *args, **kwargs):
         calls[0] += 1
-        target = len(job.plan.sections) if n == "last" else int(n)
+        target = len(jobs[-1].plan.sections) if n == "last" else int(n)
         if before and calls[0] == target:
             _die()
-        out = real(job, *args, **kwargs)
+        out = real_save(files, *args, **kwargs)
         if not before and calls[0] == target:
             _die()
         return out
 
-    job_class._save_part = wrapped
+    job_class.run, files_class.save = run, save
 
 
 def _die_on_replace(match) -> None:
@@ -58,29 +62,31 @@ def _die_on_replace(match) -> None:
 
 def arm(phase: str) -> None:
     import framepack.pipeline as pipeline
+    import framepack.resume as resume
     import framepack.train.loop as loop
+    import framepack.writer as writer
 
     name, _, count = phase.partition(":")
     if name in ("part-before", "part-after"):
-        _kill_around_parts(pipeline.Job, count, before=name == "part-before")
+        _kill_around_parts(pipeline.Job, resume.SectionFiles, count, before=name == "part-before")
     elif name == "final-write":
-        real_write = pipeline.write_video
+        real_write = writer.write_video
 
         def write_video(*args, deterministic: bool = True, **kwargs):
             if deterministic:  # the final video
                 _die_on_replace(lambda dst: dst.endswith(".mp4"))
             return real_write(*args, deterministic=deterministic, **kwargs)
 
-        pipeline.write_video = write_video
+        writer.write_video = write_video
     elif name == "sidecar":
-        real_sidecar = pipeline.write_sidecar
+        real_sidecar = writer.write_sidecar
 
         def write_sidecar(path, data):
             if data.get("complete"):
                 _die()
             return real_sidecar(path, data)
 
-        pipeline.write_sidecar = write_sidecar
+        writer.write_sidecar = write_sidecar
     elif name == "ckpt-json":
         real_save, calls = loop.save_checkpoint, [0]
 
