@@ -143,6 +143,7 @@ def train_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     from framepack.lora_train.loop import Sources, locate_transformer, train_lora
+    from framepack.train.distributed import Distributed
 
     saved_path = Path(args.out) / "config.json"
     saved = json.loads(saved_path.read_text()) if args.resume and saved_path.is_file() else None
@@ -158,6 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
     print(
         f"LoRA written to {run / 'lora.safetensors'} (kohya / musubi naming) and lora.diffusers.safetensors"
     )
+    Distributed.from_env().leave()
     return 0
 
 

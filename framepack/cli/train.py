@@ -154,4 +154,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if rank0:  # one line, not one per process under torchrun
         print(f"run finished: {run_dir} (bundle: {run_dir / 'bundle'})")
+    from framepack.train.distributed import Distributed
+
+    Distributed.from_env().leave()
     return 0

@@ -67,6 +67,14 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def leave(self) -> None:
+        """Wait for every process, then leave the group: call once a command's collective work
+        and file writes are done, so no process tears the group down while a peer still uses it
+        (gloo aborts a process whose peer vanished mid-operation)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def _leave() -> None:
     if dist.is_initialized():
