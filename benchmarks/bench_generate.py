@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-import framepack.pipeline as pipeline_module
+import framepack.resume as resume_module
+import framepack.writer as writer_module
 from framepack.components import LoadOptions
 from framepack.options import GenerationOptions
 from framepack.pipeline import FramePackPipeline
@@ -65,9 +66,10 @@ def instrument(pipe: FramePackPipeline, timer: Timer) -> None:
     c = pipe.components
     c.transformer.forward = timer.wrap("transformer", c.transformer.forward)
     c.codec = TimedCodec(c.codec, timer)
-    pipeline_module.write_video = timer.wrap("write video", pipeline_module.write_video)
-    pipeline_module.write_sidecar = timer.wrap("write video", pipeline_module.write_sidecar)
-    pipeline_module.save_state = timer.wrap("save resume data", pipeline_module.save_state)
+    writer_module.write_video = timer.wrap("write video", writer_module.write_video)
+    writer_module.write_sidecar = timer.wrap("write video", writer_module.write_sidecar)
+    resume_module.save_state = timer.wrap("save resume data", resume_module.save_state)
+    resume_module.save_part = timer.wrap("save resume data", resume_module.save_part)
 
 
 def run_job(
@@ -77,9 +79,9 @@ def run_job(
     marks: list[tuple[float, float]] = []  # (wall clock, cumulative transformer time) at section starts
     last = {"section": None}
 
-    def on_step(section, step, x0):
-        if last["section"] != section.step:
-            last["section"] = section.step
+    def on_step(info):  # framepack.pipeline.StepInfo
+        if last["section"] != info.section.step:
+            last["section"] = info.section.step
             marks.append((time.perf_counter(), timer.total.get("transformer", 0.0)))
 
     options = GenerationOptions(seconds=seconds, out=str(out), overwrite=True, plan=plan)
