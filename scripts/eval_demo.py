@@ -38,7 +38,7 @@ from framepack.data.world_script import camera_path, format_timeline
 from framepack.eval.camera import following
 from framepack.eval.metrics import motion, palette_share, psnr
 from framepack.model_bundle import Bundle, demo_path, load_bundle
-from framepack.packing import BASE_KERNEL, parse_schedule
+from framepack.packing import BASE_KERNEL, PackedContext, parse_schedule
 from framepack.sampling import get_sigmas, sample_unipc, x0_to_velocity
 from framepack.train.data import WorldSource, sample_window, section_caption
 from framepack.train.layouts import LAYOUTS, build_context, draw_layout, stack_contexts
@@ -172,10 +172,12 @@ def eval_sections(bundle: Bundle, clips: int, seed: int, steps: int, shift: floa
     }
 
 
-def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> dict:
-    """Does the model use its context? The clean-section estimate `x - sigma * v` at a high noise
-    level, with the true context and with the context of another sample (forward layout), next
-    to copying the most recent context latent. MSE in normalised latent units."""
+def forward_sections(
+    bundle: Bundle, clips: int, seed: int
+) -> tuple[list[PackedContext], torch.Tensor, torch.Tensor, list[str]]:
+    """One forward-layout section from each of `clips` held-out world windows, with its true
+    context: the batch-1 contexts, the true sections (B, C, w, h, w), their frame indices
+    (B, w) and their captions."""
     meta, codec = bundle.meta, bundle.codec
     n = int(meta.training.get("config", {}).get("data", {}).get("clip_latents", 24))
     source = WorldSource(64.0, meta.height, meta.fps, seed, clips, split="eval")
@@ -190,7 +192,15 @@ def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> 
         targets.append(target)
         indices.append(target_idx)
         captions.append(section_caption(timeline, int(target_idx[0, 0]), meta.window, codec, meta.fps))
-    context, x0, target_idx = stack_contexts(contexts), torch.cat(targets), torch.cat(indices)
+    return contexts, torch.cat(targets), torch.cat(indices), captions
+
+
+def probe_context(bundle: Bundle, clips: int, seed: int, sigma: float = 0.9) -> dict:
+    """Does the model use its context? The clean-section estimate `x - sigma * v` at a high noise
+    level, with the true context and with the context of another sample (forward layout), next
+    to copying the most recent context latent. MSE in normalised latent units."""
+    contexts, x0, target_idx, captions = forward_sections(bundle, clips, seed)
+    context = stack_contexts(contexts)
     shuffled = stack_contexts(contexts[1:] + contexts[:1])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     x = (1 - sigma) * x0 + sigma * noise

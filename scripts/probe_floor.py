@@ -16,16 +16,17 @@ noise level on held-out world windows (forward layout, true context), split into
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_demo import forward_sections
+
 from framepack.context import stack_contexts
 from framepack.data.world_clips import WorldClips
 from framepack.model_bundle import Bundle, load_bundle
-from framepack.packing import parse_schedule
-from framepack.train.data import WorldSource, sample_window, section_caption
-from framepack.train.layouts import build_context, draw_layout
 
 SIGMAS = (0.95, 0.8, 0.6, 0.4, 0.2, 0.1, 0.03)
 
@@ -67,20 +68,8 @@ def linear_floor(width: int, clips: int = 64, seed: int = 0) -> tuple[float, flo
 
 
 def probe(bundle: Bundle, clips: int, seed: int) -> list[dict]:
-    meta, codec = bundle.meta, bundle.codec
-    source = WorldSource(64.0, meta.height, meta.fps, seed, clips, split="eval")
-    schedule = parse_schedule(meta.schedule)
-    contexts, targets, indices, captions = [], [], [], []
-    for i in range(clips):
-        gen = torch.Generator().manual_seed(seed * 1000 + i)
-        latents, idx, timeline = sample_window(source, codec, i, 22, gen)
-        lay = draw_layout(("forward",), 23, meta.window, gen)
-        context, target, target_idx = build_context(latents[None], idx, lay, schedule)
-        contexts.append(context)
-        targets.append(target)
-        indices.append(target_idx)
-        captions.append(section_caption(timeline, int(target_idx[0, 0]), meta.window, codec, meta.fps))
-    context, x0, target_idx = stack_contexts(contexts), torch.cat(targets), torch.cat(indices)
+    contexts, x0, target_idx, captions = forward_sections(bundle, clips, seed)
+    context, codec = stack_contexts(contexts), bundle.codec
     embeds = bundle.text_encoder.encode(captions)
     true_mean, true_diff = split(x0, codec.time_factor)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))

@@ -22,25 +22,36 @@ from framepack.eval.camera import shifts
 from framepack.model_bundle import load_bundle
 from framepack.pipeline import FramePackPipeline
 
-torch.set_num_threads(1)
-path = sys.argv[1]
-bundle = load_bundle(path)
-_, starts = start_frames(bundle, 2, 7, 2.0)
-pipe = FramePackPipeline.from_pretrained(path)
-for i, img in enumerate(starts):
-    start = Path(tempfile.mkdtemp()) / f"start{i}.png"
-    Image.fromarray(img).save(start)
-    for cap in ("the camera pans right slowly", "the camera pans right steadily"):
-        r = pipe.generate(
-            prompt=cap, image=str(start), seconds=2.0, cfg=2.0, output_type="np", progress=False, seed=1
-        )
-        frames = (r.video * 255).round().astype(np.uint8)
-        d = shifts(frames, 1)[:, 0]
-        print(
-            cap.split()[-1],
-            i,
-            "dx per frame:",
-            " ".join(f"{x:+.0f}" for x in d[:16]),
-            "| share of pairs moving:",
-            round(float((np.abs(d) > 0.5).mean()), 2),
-        )
+CAPTIONS = ("the camera pans right slowly", "the camera pans right steadily")
+
+
+def main(argv: list[str] | None = None) -> int:
+    path = (argv if argv is not None else sys.argv[1:])[0]
+    torch.set_num_threads(1)
+    _, starts = start_frames(load_bundle(path), 2, 7, 2.0)
+    pipe = FramePackPipeline.from_pretrained(path)
+    with tempfile.TemporaryDirectory() as folder:
+        for i, img in enumerate(starts):
+            start = Path(folder) / f"start{i}.png"
+            Image.fromarray(img).save(start)
+            for caption in CAPTIONS:
+                result = pipe.generate(
+                    prompt=caption,
+                    image=str(start),
+                    seconds=2.0,
+                    cfg=2.0,
+                    output_type="np",
+                    progress=False,
+                    seed=1,
+                )
+                dx = shifts((result.video * 255).round().astype(np.uint8), 1)[:, 0]  # (F - 1,)
+                steps = " ".join(f"{x:+.0f}" for x in dx[:16])
+                moving = float((np.abs(dx) > 0.5).mean())
+                print(
+                    f"{caption.split()[-1]} {i} dx per frame: {steps} | share of pairs moving: {moving:.2f}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
