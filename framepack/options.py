@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 PLANS = STRATEGIES  # the section orders of framepack.plans
 SAMPLERS = ("unipc", "euler")
+RANKINGS = ("time", "similarity", "hybrid")  # framepack.packing.RANKINGS for history frames
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -53,6 +54,10 @@ class GenerationOptions:
     preview: str | None = None
     crf: int = 16
     no_image: bool = False  # text-to-video: do not fall back to the model's example image
+    # Drift research (docs/drift.md); general-mode models only.
+    history_noise: float = 0.0  # std of noise added to generated history (diffusion forcing)
+    history_cfg: float = 1.0  # guidance against dropped history (1 = off)
+    ranking: str | None = None  # history ranking: time, similarity, hybrid (None: the model's)
 
     def timeline(self, default_prompt: str = "") -> PromptTimeline:
         """The prompt timeline (a single prompt is a one-entry timeline)."""
@@ -88,6 +93,12 @@ class GenerationOptions:
             raise UserError(f"--guidance must be a number >= 0, got {self.guidance:g}")
         if not 0.0 <= self.cfg_rescale <= 1.0:
             raise UserError(f"--cfg-rescale must be in [0, 1], got {self.cfg_rescale:g}")
+        if not (math.isfinite(self.history_noise) and 0 <= self.history_noise <= 10):
+            raise UserError(f"--history-noise must be a number between 0 and 10, got {self.history_noise:g}")
+        if not (math.isfinite(self.history_cfg) and self.history_cfg >= 1.0):
+            raise UserError(f"--history-cfg must be a number >= 1 (1 turns it off), got {self.history_cfg:g}")
+        if self.ranking is not None and self.ranking not in RANKINGS:
+            raise UserError(f"unknown ranking {self.ranking!r}; choose one of: {', '.join(RANKINGS)}")
         if not 0 <= self.crf <= 51:
             raise UserError(f"--crf must be between 0 and 51, got {self.crf}")
         if self.shift is not None and not (math.isfinite(self.shift) and self.shift > 0):

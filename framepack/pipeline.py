@@ -34,12 +34,12 @@ from framepack.conditioning import latent_time, prepare
 from framepack.context import STRATEGY_LAYOUT, released_context, section_context
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
-from framepack.packing import PackedContext, parse_schedule
+from framepack.packing import PackedContext, Schedule, parse_schedule
 from framepack.plans import Anchor, Plan, Section, plan_for_length
 from framepack.preview import decode_preview
 from framepack.progress import Progress
 from framepack.resume import SectionFiles, StopFlag, parts_path, resume_path, section_generator
-from framepack.sampling import cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
+from framepack.sampling import Velocity, cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
 from framepack.video import VIDEO_SUFFIXES, check_output_path, remove_litter, sidecar_path
 from framepack.writer import VideoFile, VideoWriter
 
@@ -208,7 +208,7 @@ class Job:
         self.out = self._output_path() if write_files else None
         self.prompt_times = self._prompt_times()  # before the prompts are encoded
         self.cond = prepare(components, options)
-        self.schedule = parse_schedule(self.spec.schedule) if self.spec.mode != "released" else None
+        self.schedule = self._schedule()
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
         self.files = SectionFiles(self.out) if self.out is not None else None
@@ -233,6 +233,22 @@ class Job:
         check_output_path(out, o.overwrite, VIDEO_SUFFIXES)
         check_job_files(out, o.overwrite)
         return out
+
+    def _schedule(self) -> Schedule | None:
+        """The model's context schedule, with `--ranking` if asked (general mode only)."""
+        o = self.options
+        research = o.history_noise > 0 or o.history_cfg != 1 or o.ranking is not None
+        if self.spec.mode == "released":
+            if research:
+                raise UserError(
+                    "--history-noise, --history-cfg and --ranking apply to general-mode models "
+                    "(the demo, trained bundles); the released layouts are fixed: drop them"
+                )
+            return None
+        schedule = parse_schedule(self.spec.schedule)
+        if o.ranking is not None:
+            schedule = dataclasses.replace(schedule, ranking=o.ranking)
+        return schedule
 
     def _plan(self) -> tuple[Plan, int]:
         """The section plan and the exact number of output frames."""
@@ -326,8 +342,20 @@ class Job:
             "cfg": o.cfg,
             "cfg_rescale": o.cfg_rescale,
             "size": list(self.cond.size),
+            **self._research(),
             **self._boundaries(),
         }
+
+    def _research(self) -> dict[str, Any]:
+        """The drift-research options, recorded only when used (older videos resume the same)."""
+        o, out = self.options, {}
+        if o.history_noise > 0:
+            out["history_noise"] = o.history_noise
+        if o.history_cfg != 1:
+            out["history_cfg"] = o.history_cfg
+        if o.ranking is not None:
+            out["ranking"] = o.ranking
+        return out
 
     def _boundaries(self) -> dict[str, Any]:
         """First frames of every section and every latent after the first (`framepack eval
@@ -384,7 +412,8 @@ class Job:
         """Sample one section's latents (1, C, n, h, w) from its (seed, section) noise, given the
         timeline `latents` (1, C, T, h, w); None if `on_step` stopped it (SectionStopped)."""
         c = self.components
-        velocity = self._velocity(section, self.context(section, latents))
+        dropped = self.context(section, latents, drop_history=True) if self.options.history_cfg != 1 else None
+        velocity = self._velocity(section, self.context(section, latents), dropped)
         sigmas = self._sigmas(latents.shape[3:])
         noise_shape = (1, latents.shape[1], section.stop - section.start, *latents.shape[3:])
         noise = torch.randn(noise_shape, generator=section_generator(self.options.seed, section.start))
@@ -411,8 +440,15 @@ class Job:
         if stop and info.step < info.steps - 1:
             raise SectionStopped
 
-    def _velocity(self, section: Section, context: PackedContext) -> Callable[[Tensor, float], Tensor]:
-        """The section's guided velocity v(x (1, C, n, h, w), sigma), its conditioning closed over."""
+    def _velocity(
+        self, section: Section, context: PackedContext, dropped: PackedContext | None = None
+    ) -> Callable[[Tensor, float], Tensor]:
+        """The section's guided velocity v(x (1, C, n, h, w), sigma), its conditioning closed over.
+
+        Guidance on the prompt (`cfg`, against the negative prompt) and, with `dropped` (the
+        context without its history), on the history (`history_cfg`):
+        v = v_cfg + (history_cfg - 1) * (v(prompt, history) - v(prompt, no history)).
+        """
         c, spec, o = self.components, self.spec, self.options
         target = torch.tensor([section.latent_indices], dtype=torch.int64, device=c.device)
         image = self.cond.image_embeds
@@ -422,13 +458,13 @@ class Job:
         value = self.settings["guidance"]
         guidance = None if value is None else torch.full((1,), value * 1000.0, device=c.device)
 
-        def velocity_for(embeds: Any) -> Callable[[Tensor, float], Tensor]:
+        def velocity_for(embeds: Any, ctx: PackedContext = context) -> Callable[[Tensor, float], Tensor]:
             def velocity(x: Tensor, sigma: float) -> Tensor:
                 t = torch.full((1,), sigma * 1000.0, device=c.device, dtype=c.dtype)
                 with torch.no_grad():
                     out = c.transformer(
                         x.to(c.dtype), t, embeds.states, embeds.mask, embeds.pooled, target,
-                        context=context, image_embeds=image, guidance=guidance,
+                        context=ctx, image_embeds=image, guidance=guidance,
                     ).float()  # fmt: skip
                 return x0_to_velocity(x, out, sigma) if spec.prediction == "x0" else out
 
@@ -436,7 +472,10 @@ class Job:
 
         prompt = self.cond.prompts[section.prompt].to(c.device, c.dtype)
         negative = prompt if self.cond.negative is None else self.cond.negative.to(c.device, c.dtype)
-        return cfg_velocity(velocity_for(prompt), velocity_for(negative), o.cfg, o.cfg_rescale)
+        guided = cfg_velocity(velocity_for(prompt), velocity_for(negative), o.cfg, o.cfg_rescale)
+        if dropped is None:
+            return guided
+        return history_guided(guided, velocity_for(prompt), velocity_for(prompt, dropped), o.history_cfg)
 
     def _sigmas(self, latent_hw: tuple[int, int]) -> Tensor:
         """The noise levels, 1 -> 0 (`steps` + 1 values): the fixed shift, or one from the size."""
@@ -446,16 +485,20 @@ class Job:
         h, w = latent_hw
         return get_sigmas(steps, seq_len=self.spec.window * h * w // 4)
 
-    def context(self, section: Section, latents: Tensor) -> PackedContext:
-        """The section's packed clean context from the latent timeline (framepack.context)."""
+    def context(self, section: Section, latents: Tensor, *, drop_history: bool = False) -> PackedContext:
+        """The section's packed clean context from the latent timeline (framepack.context);
+        `drop_history`: anchors only, the history zero padding (history guidance's other branch,
+        as `history_dropout` trains it). `--history-noise` noise is seeded per section."""
         device, dtype = self.components.device, self.components.dtype
         if section.levels:  # released layouts, index for index
             return released_context(latents, section.levels).to(device, dtype)
-        hist = list(section.history)  # nearest first
+        hist = [] if drop_history else list(section.history)  # nearest first
         if (
             self.schedule.ranking == "time"
         ):  # only the nearest frames can be chosen: keep per-section work flat
             hist = hist[: self.schedule.capacity]
+        noise = self.options.history_noise
+        generator = section_generator(self.options.seed, f"history-{section.start}") if noise else None
         ctx = section_context(
             latents,
             torch.arange(latents.shape[2]),
@@ -466,6 +509,8 @@ class Job:
             anchors=section.anchors,
             anchor_times=[self._anchor_index(a, section) for a in section.anchors],
             quantize=self.components.history_codebook,  # as in training (SPEC sec. 4)
+            history_noise=noise,
+            generator=generator,
         )
         return ctx.to(device, dtype)
 
@@ -555,6 +600,18 @@ class Job:
             done[section.start : section.stop] = True
             writer.add(latents, done, section.start, section.stop)
         return next_section
+
+
+def history_guided(
+    guided: Velocity, with_history: Velocity, without_history: Velocity, scale: float
+) -> Velocity:
+    """Guidance on the history (classifier-free guidance against dropped history, the paper's
+    "history guidance" baseline): `guided + (scale - 1) * (with_history - without_history)`."""
+
+    def velocity(x: Tensor, sigma: float) -> Tensor:
+        return guided(x, sigma) + (scale - 1.0) * (with_history(x, sigma) - without_history(x, sigma))
+
+    return velocity
 
 
 def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 
 from framepack.errors import UserError
-from framepack.options import DTYPES, PLANS, SAMPLERS, GenerationOptions, LoadOptions, parse_keyframe
+from framepack.options import (
+    DTYPES,
+    PLANS,
+    RANKINGS,
+    SAMPLERS,
+    GenerationOptions,
+    LoadOptions,
+    parse_keyframe,
+)
 
 OPTS, LOAD = GenerationOptions(), LoadOptions()  # the CLI's defaults are the API's
 
@@ -56,6 +64,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cfg", type=float, help="real classifier-free guidance scale (1 = off; default: the model's)"
     )
     g.add_argument("--cfg-rescale", type=float, default=OPTS.cfg_rescale, help="guidance rescale in [0, 1]")
+
+    g = p.add_argument_group("drift research (docs/drift.md)")
+    g.add_argument(
+        "--history-noise", type=float, default=OPTS.history_noise, metavar="SIGMA",
+        help="add noise of this std to the generated history each section sees (diffusion forcing)",
+    )  # fmt: skip
+    g.add_argument(
+        "--history-cfg", type=float, default=OPTS.history_cfg, metavar="S",
+        help="guidance against dropped history (1 = off; for models trained with history_dropout)",
+    )  # fmt: skip
+    g.add_argument(
+        "--ranking", choices=RANKINGS,
+        help="which history frames get the finest levels: time (nearest), similarity, hybrid",
+    )  # fmt: skip
 
     g = p.add_argument_group("model and device")
     g.add_argument("--model", default="demo", help="demo (bundled), hunyuan-inverted, hunyuan-f1, or a PATH")
@@ -119,6 +141,9 @@ def options_from_args(args: argparse.Namespace) -> GenerationOptions:
         resume=args.resume,
         preview=args.preview,
         crf=args.crf,
+        history_noise=args.history_noise,
+        history_cfg=args.history_cfg,
+        ranking=args.ranking,
     )
 
 

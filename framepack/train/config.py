@@ -73,6 +73,11 @@ class TrainConfig:
     window:     latent frames per predicted section (the released models use 9).
     layouts:    training layouts drawn at random per sample (forward / inverted / endpoints).
     history_noise: std of Gaussian noise added to context latents (a drift baseline; 0 = off).
+    history_noise_uniform: draw each sample's std uniformly from [0, history_noise] instead
+                (diffusion-forcing style: one model for any test-time history noise level).
+    history_dropout: probability that a sample sees no history (its history frames become the
+                zero padding; the start frame stays): the unconditional branch of history
+                guidance (`framepack generate --history-cfg`), as caption dropout is for the prompt.
     discretize_history: K of the history codebook (SPEC sec. 4, framepack.discretize): history
                 latents are replaced by their nearest entry of a K-means codebook fitted on
                 training latents before step 0 (0 = off, continuous history).
@@ -107,6 +112,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     layouts: tuple[str, ...] = LAYOUTS
     history_noise: float = 0.0
+    history_noise_uniform: bool = False
+    history_dropout: float = 0.0
     discretize_history: int = 0
     first_section_share: float = 0.0
     caption_dropout: float = 0.1
@@ -176,6 +183,14 @@ class TrainConfig:
             raise ValueError(f"discretize_history must be 0 (off) or a codebook size K >= 2, got {k!r}")
         if not 0 <= self.first_section_share <= 1:
             raise ValueError(f"first_section_share must be in [0, 1], got {self.first_section_share}")
+        if not 0 <= self.history_dropout < 1:
+            raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
+        if not isinstance(self.history_noise_uniform, bool):
+            raise ValueError(
+                f"history_noise_uniform must be true or false, got {self.history_noise_uniform!r}"
+            )
+        if self.history_noise_uniform and not self.history_noise > 0:
+            raise ValueError("history_noise_uniform draws from [0, history_noise]: set history_noise > 0")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         for name in ("history_noise", "weight_decay", "grad_clip", "warmup_steps", "cooldown_steps"):
@@ -192,12 +207,14 @@ class TrainConfig:
     # -- JSON ------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-ready values; `discretize_history` only when on, so the configs,
-        checkpoints and bundles of runs from before it read (and resume) the same."""
+        """The fields as JSON-ready values; the later options (`discretize_history`,
+        `history_noise_uniform`, `history_dropout`) only when on, so the configs, checkpoints and
+        bundles of runs from before them read (and resume) the same."""
         out = dataclasses.asdict(self)
         out["layouts"] = list(self.layouts)
-        if not self.discretize_history:
-            del out["discretize_history"]
+        for name in ("discretize_history", "history_noise_uniform", "history_dropout"):
+            if not out[name]:
+                del out[name]
         return out
 
     def resume_settings(self) -> dict[str, Any]:

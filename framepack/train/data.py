@@ -16,6 +16,7 @@ are skipped and counted in the run's checkpoints).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from framepack.discretize import latent_vectors
 from framepack.errors import UserError
 from framepack.packing import PackedContext, Schedule
 from framepack.train.config import TrainConfig
-from framepack.train.layouts import build_context, draw_layout, stack_contexts
+from framepack.train.layouts import SectionLayout, build_context, draw_layout, stack_contexts
 from framepack.train.loss import sample_sigmas
 
 
@@ -236,6 +237,21 @@ def section_caption(
     return text
 
 
+def history_options(
+    config: TrainConfig, lay: SectionLayout, gen: torch.Generator
+) -> tuple[SectionLayout, float]:
+    """The sample's history noise std and, with `history_dropout`, its history dropped.
+
+    Random numbers are drawn only for the options that are on, so runs without them draw
+    exactly the samples they drew before these options existed."""
+    std = config.history_noise
+    if config.history_noise_uniform:
+        std *= float(torch.rand((), generator=gen))
+    if config.history_dropout > 0 and bool(torch.rand((), generator=gen) < config.history_dropout):
+        lay = dataclasses.replace(lay, history=())
+    return lay, std
+
+
 def draw_micro_batches(
     config: TrainConfig,
     source: ClipSource,
@@ -261,8 +277,9 @@ def draw_micro_batches(
         lay = draw_layout(config.layouts, 1 + n, window, gen, first=first)
         needed = lay.start + window - 1 if lay.layout == "forward" else n
         latents, indices, captions = sample_window(source, codec, clip, n, gen, first, needed)
+        lay, noise_std = history_options(config, lay, gen)
         context, target, target_idx = build_context(
-            latents[None], indices, lay, schedule, config.history_noise, gen, quantize=quantize
+            latents[None], indices, lay, schedule, noise_std, gen, quantize=quantize
         )
         noise = torch.randn(target.shape, generator=gen)
         caption = section_caption(captions, int(target_idx[0, 0]), window, codec, config.data.fps)
