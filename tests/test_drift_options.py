@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,15 +33,20 @@ def _history_frames(mb) -> torch.Tensor:
     return torch.cat([lv.latents.transpose(1, 2)[lv.indices != 0] for lv in mb.context.levels])
 
 
-def test_options_off_draw_the_same_samples_as_before(tiny):
-    """Defaults draw no extra random numbers: old runs resume bit for bit."""
-    config, codec, source = tiny
-    schedule = parse_schedule(config.schedule)
+def test_options_off_draw_the_same_samples_as_before():
+    """Defaults draw no extra random numbers: old runs resume bit for bit. The checksum of three
+    steps of the tiny-test preset's samples is the one the code before these options gave
+    (commit 0e85404, computed with both)."""
+    config = PRESETS["tiny-test"]
+    codec = PixelCodec(4, 4)
+    source = make_source(config, codec)
+    total = 0.0
+    for step in range(3):
+        for mb in draw_micro_batches(config, source, codec, parse_schedule(config.schedule), step, 0):
+            total += float(mb.target.double().sum() + mb.noise.double().sum() + mb.sigma.double().sum())
+            total += sum(float(lv.latents.double().sum()) for lv in mb.context.levels)
+    assert total == pytest.approx(2715.9051996995295, rel=1e-12)
     on = config.replace(history_dropout=0.5)
-    a = draw_micro_batches(config, source, codec, schedule, 2, 0)
-    b = draw_micro_batches(config.replace(history_dropout=0.0), source, codec, schedule, 2, 0)
-    c = draw_micro_batches(on, source, codec, schedule, 2, 0)
-    assert all(torch.equal(x.target, y.target) for x, y in zip(a, b, strict=True))
     assert "history_dropout" not in config.to_dict() and on.to_dict()["history_dropout"] == 0.5
 
 
@@ -63,18 +69,17 @@ def test_history_dropout_leaves_only_the_start_frame(tiny):
     assert dropped > 0 and kept > 0
 
 
-def test_uniform_history_noise_varies_per_sample(tiny):
-    config, codec, source = tiny
-    schedule = parse_schedule(config.schedule)
-    noisy = config.replace(history_noise=0.5, history_noise_uniform=True, first_section_share=0.0)
-    fixed = config.replace(history_noise=0.5, first_section_share=0.0)
-    mbs_u = draw_micro_batches(noisy, source, codec, schedule, 1, 0)
-    mbs_f = draw_micro_batches(fixed, source, codec, schedule, 1, 0)
-    clean = draw_micro_batches(config.replace(first_section_share=0.0), source, codec, schedule, 1, 0)
-    # the noise each sample got, relative to the fixed std: below 1 for uniform draws
-    diff_u = torch.cat([_history_frames(m) for m in mbs_u]).std()
-    diff_f = torch.cat([_history_frames(m) for m in mbs_f]).std()
-    assert diff_u != diff_f and len(clean) > 0
+def test_uniform_history_noise_draws_each_samples_std():
+    from framepack.train.data import history_options
+    from framepack.train.layouts import SectionLayout
+
+    lay = SectionLayout("forward", 9, 6, 2, (1, 2, 3, 4, 5))
+    gen = torch.Generator().manual_seed(0)
+    fixed = PRESETS["tiny-test"].replace(history_noise=0.5)
+    assert all(history_options(fixed, lay, gen) == (lay, 0.5) for _ in range(5))
+    uniform = fixed.replace(history_noise_uniform=True)
+    stds = [history_options(uniform, lay, gen)[1] for _ in range(200)]
+    assert 0 <= min(stds) < 0.05 and 0.45 < max(stds) <= 0.5 and abs(np.mean(stds) - 0.25) < 0.05
 
 
 @pytest.mark.parametrize(
