@@ -397,7 +397,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(
-            f"cannot read {path} as an image ({_reason(err)}); give a PNG, JPEG or WebP file"
+            f"cannot read {path} as an image ({_reason(err)}); give a PNG, JPEG, WebP or BMP file"
         ) from None
 
 

@@ -151,8 +151,12 @@ def test_uploads_are_checked_as_the_queue_will(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "a.gif")
     Image.new("RGB", (400, 40)).save(tmp_path / "wide.png")
     for path, name, message in [
-        ("notes.png", "image", "--image: cannot read notes.png as an image; give a PNG, JPEG or WebP file"),
-        ("a.gif", "end_image", "--end-image: a.gif is a GIF image; give a PNG, JPEG or WebP file"),
+        (
+            "notes.png",
+            "image",
+            "--image: cannot read notes.png as an image; give a PNG, JPEG, WebP or BMP file",
+        ),
+        ("a.gif", "end_image", "--end-image: a.gif is a GIF image; give a PNG, JPEG, WebP or BMP file"),
         ("wide.png", "keyframe1_image", "--keyframe (keyframe 2): image is 400x40, an aspect ratio over 4:1"),
     ]:
         with pytest.raises(UserError) as err:

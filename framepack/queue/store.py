@@ -468,8 +468,8 @@ def check_image_file(path: str | os.PathLike, flag: str) -> None:
         raise UserError(f"{flag}: {path.name} claims over 90 megapixels; give a smaller image") from None
     except (UnidentifiedImageError, OSError):
         raise UserError(
-            f"{flag}: cannot read {path.name} as an image; give a PNG, JPEG or WebP file"
+            f"{flag}: cannot read {path.name} as an image; give a PNG, JPEG, WebP or BMP file"
         ) from None
     if kind not in IMAGE_FORMATS:
-        raise UserError(f"{flag}: {path.name} is a {kind} image; give a PNG, JPEG or WebP file")
+        raise UserError(f"{flag}: {path.name} is a {kind} image; give a PNG, JPEG, WebP or BMP file")
     check_image(np.empty((h, w, 0), dtype=np.uint8), flag)
