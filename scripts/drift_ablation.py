@@ -283,7 +283,42 @@ def report(root: Path, cells: list[str], img: Path) -> dict:
     table["true video"]["rollouts"] = len(truth)
     draw_curves(per_cell, truth, img / "drift-metrics.png")
     draw_sheets(frames0, clips[0].frames, img / "drift-sheets.png")
-    return {"cells": table, "training": training_record(root), "settings": settings_record()}
+    return {
+        "cells": table,
+        "codebooks": codebook_fidelity(root, clips),
+        "training": training_record(root),
+        "settings": settings_record(),
+    }
+
+
+def codebook_fidelity(root: Path, clips: list) -> dict:
+    """What discretization does to true history: the true minutes encoded, every latent vector
+    snapped to the codebook and decoded, against the plain decode (PSNR, on-palette share)."""
+    import numpy as np
+    import torch
+
+    from framepack.data.world import PALETTE
+    from framepack.eval.metrics import palette_share, psnr
+    from framepack.model_bundle import load_bundle
+
+    out = {}
+    for name in ("k128", "k256"):
+        if not (root / name / "bundle").is_dir():
+            continue
+        bundle = load_bundle(root / name / "bundle")
+        scores, palettes = [], []
+        for clip in clips:
+            frames = clip.frames[: 1 + 4 * ((len(clip.frames) - 1) // 4)]  # 1 + 4k frames
+            pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+            latents = bundle.codec.encode(pixels)  # (1, C, T, h, w)
+            snapped = bundle.codebook(latents)
+            plain = bundle.codec.decode(latents).clamp(-1, 1)
+            quant = bundle.codec.decode(snapped).clamp(-1, 1)
+            to_u8 = lambda x: ((x[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()  # noqa: E731
+            scores.append(psnr(to_u8(plain), to_u8(quant)))
+            palettes.append(palette_share(to_u8(quant), PALETTE, 16))
+        out[name] = {"psnr_db": float(np.mean(scores)), "palette_share": float(np.mean(palettes))}
+    return out
 
 
 def draw_curves(per_cell: dict[str, list[dict]], truth: list[dict], path: Path) -> None:
