@@ -199,4 +199,10 @@ def test_bf16_forward_is_the_released_computation(name: str, padded: bool):
         expected = _run_reference(reference, {**bf16, "guidance": x["guidance"].bfloat16()})
         actual = _run_ours(ours, {**bf16, "guidance": x["guidance"]})
     assert actual.dtype == expected.dtype == torch.float32
-    assert torch.equal(actual, expected), float((actual - expected).abs().max())
+    # Bit for bit where the CPU's bf16 kernels round both the same way; on an AVX512-BF16 CPU one
+    # config differs in 2.1% of outputs by at most 0.2% of the output's std (one bf16 rounding
+    # inside a kernel). The defects this guards against (an addcmul, bf16 output projection,
+    # float32 guidance) differed everywhere, by up to 9.4.
+    diff = (actual - expected).abs()
+    assert float((diff > 0).float().mean()) <= 0.05, float(diff.max())
+    assert float(diff.max()) <= 0.005 * float(expected.std()), float(diff.max())
