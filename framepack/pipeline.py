@@ -237,9 +237,8 @@ class Job:
     def _schedule(self) -> Schedule | None:
         """The model's context schedule, with `--ranking` if asked (general mode only)."""
         o = self.options
-        research = o.history_noise > 0 or o.history_cfg != 1 or o.ranking is not None
         if self.spec.mode == "released":
-            if research:
+            if self._research():
                 raise UserError(
                     "--history-noise, --history-cfg and --ranking apply to general-mode models "
                     "(the demo, trained bundles); the released layouts are fixed: drop them"
@@ -472,10 +471,11 @@ class Job:
 
         prompt = self.cond.prompts[section.prompt].to(c.device, c.dtype)
         negative = prompt if self.cond.negative is None else self.cond.negative.to(c.device, c.dtype)
-        guided = cfg_velocity(velocity_for(prompt), velocity_for(negative), o.cfg, o.cfg_rescale)
         if dropped is None:
-            return guided
-        return history_guided(guided, velocity_for(prompt), velocity_for(prompt, dropped), o.history_cfg)
+            return cfg_velocity(velocity_for(prompt), velocity_for(negative), o.cfg, o.cfg_rescale)
+        conditional = reuse_last_call(velocity_for(prompt))  # both guidances share its pass
+        guided = cfg_velocity(conditional, velocity_for(negative), o.cfg, o.cfg_rescale)
+        return history_guided(guided, conditional, velocity_for(prompt, dropped), o.history_cfg)
 
     def _sigmas(self, latent_hw: tuple[int, int]) -> Tensor:
         """The noise levels, 1 -> 0 (`steps` + 1 values): the fixed shift, or one from the size."""
@@ -600,6 +600,19 @@ class Job:
             done[section.start : section.stop] = True
             writer.add(latents, done, section.start, section.stop)
         return next_section
+
+
+def reuse_last_call(velocity: Velocity) -> Velocity:
+    """`velocity` that returns its last result again when called with the same x and sigma (one
+    transformer pass for a term two guidances both need)."""
+    last: list = [None, None, None]  # x, sigma, output
+
+    def cached(x: Tensor, sigma: float) -> Tensor:
+        if last[0] is not x or last[1] != sigma:
+            last[:] = [x, sigma, velocity(x, sigma)]
+        return last[2]
+
+    return cached
 
 
 def history_guided(
