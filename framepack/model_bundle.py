@@ -5,6 +5,8 @@ Directory layout (the bundled demo model lives in `framepack/assets/demo/`):
     framepack.json                 format, fps, frame size, window, schedule, sampling defaults,
                                    layouts trained, model card, training summary
     codec.json                     `Codec.config()`; rebuilt with `codec_from_config`
+    codec/{config.json, model.safetensors}   a learned codec's weights (the autoencoder), named
+                                   in codec.json by a path relative to the bundle
     transformer/config.json        diffusers-format `PackedTransformer` (`from_pretrained`)
     transformer/diffusion_pytorch_model.safetensors
     text_encoder/{vocab.json, config.json, model.safetensors}   the `VocabEncoder`
@@ -43,6 +45,7 @@ FORMAT = "framepack-bundle"
 VERSION = 1
 META_NAME = "framepack.json"
 CODEC_NAME = "codec.json"
+CODEC_DIR = "codec"
 TRANSFORMER_DIR = "transformer"
 TEXT_DIR = "text_encoder"
 CODEBOOK_NAME = "history_codebook.safetensors"
@@ -177,7 +180,7 @@ def save_bundle(
     try:
         transformer.save_pretrained(tmp / TRANSFORMER_DIR)
         text_encoder.save(tmp)
-        (tmp / CODEC_NAME).write_text(json.dumps(codec.config(), indent=2) + "\n")
+        (tmp / CODEC_NAME).write_text(json.dumps(_save_codec(codec, tmp), indent=2) + "\n")
         (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
         if codebook is not None:
             codebook.save(tmp / CODEBOOK_NAME)
@@ -193,6 +196,17 @@ def save_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _save_codec(codec: Codec, folder: Path) -> dict[str, Any]:
+    """The codec's config for `codec.json`; a codec with weights (a learned autoencoder: it has a
+    `save(directory)`) is saved into `folder/codec/`, and its config names that folder relative
+    to the bundle, so a bundle is whole on its own and can be moved."""
+    config = dict(codec.config())
+    if callable(getattr(codec, "save", None)):
+        codec.save(folder / CODEC_DIR)  # type: ignore[attr-defined]
+        config["path"] = CODEC_DIR
+    return config
 
 
 def load_meta(path: str | os.PathLike) -> BundleMeta:
@@ -230,6 +244,8 @@ def load_bundle(
         raw = json.loads((root / CODEC_NAME).read_text())
         if not isinstance(raw, dict):
             raise ValueError("must hold a JSON object")
+        if isinstance(raw.get("path"), str) and not Path(raw["path"]).is_absolute():
+            raw["path"] = str(root / raw["path"])  # a learned codec's weights inside the bundle
         codec = codec_from_config(raw)
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise UserError(f"{root / CODEC_NAME}: {err}; re-export the bundle or fix the file") from None

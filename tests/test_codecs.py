@@ -206,28 +206,3 @@ def test_bfloat16_round_trip_keeps_dtype():
     z = codec.encode(x)
     assert z.dtype == torch.bfloat16
     assert torch.equal(codec.decode(z), x)
-
-
-def test_autoencoder_shapes_save_load_and_training(tmp_path):
-    from framepack.codecs.autoencoder import AutoencoderConfig, train_autoencoder
-
-    g = torch.Generator().manual_seed(0)
-    frames = torch.stack(palette_clips(count=4, frames=1, size=16, generator=g))[:, :, 0]  # (4, 3, 16, 16)
-    config = AutoencoderConfig(latent_channels=4, width=4, space_factor=8)
-    torch.manual_seed(0)
-    untrained = train_autoencoder(config, frames, steps=0, batch_size=4, generator=g)
-    codec = train_autoencoder(config, frames, steps=15, batch_size=4, generator=g)
-    assert isinstance(codec, Codec) and codec.time_factor == 1 and codec.space_factor == 8
-    x = frames.unsqueeze(2).transpose(0, 2)[:, :, :3]  # (1, 3, 3, 16, 16): three frames
-    z = codec.encode(x)
-    assert z.shape == (1, 4, 3, 2, 2)
-    y = codec.decode(z)
-    assert y.shape == x.shape and y.abs().max() <= 1
-    with torch.no_grad():
-        assert psnr(x, y) > psnr(x, untrained.decode(untrained.encode(x)))  # training helps
-    codec.save(tmp_path / "ae")
-    rebuilt = codec_from_config(json.loads(json.dumps(codec.config())))
-    with torch.no_grad():
-        assert torch.equal(rebuilt.decode(rebuilt.encode(x)), codec.decode(codec.encode(x)))
-    with pytest.raises(ValueError, match="space_factor"):
-        AutoencoderConfig(space_factor=6)

@@ -33,10 +33,22 @@ def _history_frames(mb) -> torch.Tensor:
     return torch.cat([lv.latents.transpose(1, 2)[lv.indices != 0] for lv in mb.context.levels])
 
 
-def test_options_off_draw_the_same_samples_as_before():
+@pytest.mark.parametrize(
+    "speeds, checksum",
+    [
+        # the world before issue 20 (2/4/6 px per frame): the checksum commit 0e85404 gave
+        ({"slowly": 60, "steadily": 120, "quickly": 180}, 2715.9051996995295),
+        # today's world (1.5/3/5 px per frame), same code
+        ({"slowly": 45, "steadily": 90, "quickly": 150}, 1095.4815096784914),
+    ],
+)
+def test_options_off_draw_the_same_samples_as_before(monkeypatch, speeds, checksum):
     """Defaults draw no extra random numbers: old runs resume bit for bit. The checksum of three
     steps of the tiny-test preset's samples is the one the code before these options gave
-    (commit 0e85404, computed with both)."""
+    (commit 0e85404, computed with both), with that commit's world speeds."""
+    from framepack.data import world_script
+
+    monkeypatch.setattr(world_script, "SPEEDS", speeds)
     config = PRESETS["tiny-test"]
     codec = PixelCodec(4, 4)
     source = make_source(config, codec)
@@ -45,7 +57,7 @@ def test_options_off_draw_the_same_samples_as_before():
         for mb in draw_micro_batches(config, source, codec, parse_schedule(config.schedule), step, 0):
             total += float(mb.target.double().sum() + mb.noise.double().sum() + mb.sigma.double().sum())
             total += sum(float(lv.latents.double().sum()) for lv in mb.context.levels)
-    assert total == pytest.approx(2715.9051996995295, rel=1e-12)
+    assert total == pytest.approx(checksum, rel=1e-12)
     on = config.replace(history_dropout=0.5)
     assert "history_dropout" not in config.to_dict() and on.to_dict()["history_dropout"] == 0.5
 

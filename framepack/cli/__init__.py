@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "evaluation tools (drift metrics)"),
     "ui": ("ui", "the web UI: a page with a persistent job queue and a gallery"),
     "queue": ("queue", "the web UI's job queue from the shell: add, list, run, move, cancel, retry"),
+    "codec": ("codec", "train and measure the demo's learned video autoencoder"),
     "lora": ("lora", "LoRA training for the released models: cache, train, convert, memory"),
 }
 

@@ -1,122 +1,222 @@
-"""An optional learned codec: a small per-frame convolutional autoencoder, 8x in space.
+"""A learned causal video autoencoder, shaped like HunyuanVideo's VAE: the first frame alone, then 4
+frames per latent, 8x in space, 16 channels.
 
-The demo model uses the lossless `PixelCodec`; this codec exists to study how a lossy, compressing
-codec (like the HunyuanVideo VAE, 8x in space) changes drift, on the procedural world. It works
-frame by frame (`time_factor` 1) and is deterministic (no KL term, no sampling). Latents are
-multiplied by a fitted `scaling_factor`, as the VAE's, for roughly unit variance.
+Causality in time is HunyuanVideo's: latent 0 is the first frame on its own (encoded as that frame
+repeated 4 times), latent t >= 1 holds frames 4t-3 .. 4t. Each group of 4 frames is encoded on
+its own, so a latent never depends on frames after its group; the decoder reads a latent and the
+one before it (the causal context that keeps group boundaries seamless), and draws the group's 4
+frames. Motion inside a group is carried by the latent's channels and drawn by the decoder, which
+is what lets a model on these latents move the picture smoothly inside a latent (issue 20).
 
-Saved as a folder: `config.json` (the `AutoencoderConfig` fields and `scaling_factor`) and
-`model.safetensors`. Train and measure with `python -m framepack.codecs.autoencoder --out DIR`.
+    encoder: per-frame conv stem (frames as batch, full -> 1/2 res), frames stacked in channels,
+             then a 2-D conv tower 1/2 -> 1/8 res, 1x1 to C channels          (N, 4, 3, H, W) -> (N, C, h, w)
+    decoder: [z_t, z_{t-1}] -> 2-D conv tower 1/8 -> 1/2 res, split into 4 frame feature maps, a
+             per-frame conv tail 1/2 -> full res                               (N, 2C, h, w) -> (N, 4, 3, H, W)
+
+Deterministic (no sampling): training adds a little noise to the latents before decoding and
+penalises their size, so the decoder is robust to the imperfect latents a generator makes.
+Latents are multiplied by a fitted `scaling_factor` for unit variance, as the VAE's.
+
+Saved as a folder: `config.json` (the `AutoencoderConfig` fields, `scaling_factor`, `card`) and
+`model.safetensors`. Trained by `framepack codec train` (framepack/codecs/autoencoder_train.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import time
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from framepack.codecs.base import causal_num_frames, causal_num_latents, psnr
+from framepack.codecs.base import causal_num_frames, causal_num_latents
 from framepack.errors import UserError
 
 KIND = "autoencoder"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """latent_channels: C; width: channels of the first stage (doubled per stage, capped at 4x);
-    space_factor: spatial compression, a power of two >= 2."""
+    """latent_channels: C; width: channels of the 1/2 .. 1/8 resolution towers; frame_width:
+    channels of the per-frame full- and half-resolution layers; blocks: residual blocks per
+    resolution; space_factor 8 and time_factor 4 are HunyuanVideo's."""
 
     latent_channels: int = 16
-    width: int = 32
+    width: int = 96
+    frame_width: int = 32
+    blocks: int = 1
     space_factor: int = 8
+    time_factor: int = 4
 
     def __post_init__(self) -> None:
-        if self.latent_channels < 1 or self.width < 1:
-            raise ValueError(f"AutoencoderConfig.latent_channels and width must be >= 1, got {self}")
-        s = self.space_factor
-        if s < 2 or s & (s - 1):
-            raise ValueError(f"AutoencoderConfig.space_factor must be a power of two >= 2, got {s}")
-
-    def stage_widths(self) -> list[int]:
-        stages = int(math.log2(self.space_factor))
-        return [self.width * min(2**i, 4) for i in range(stages + 1)]
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.SiLU()
-    )
+        for name in ("latent_channels", "width", "frame_width", "time_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AutoencoderConfig.{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 0:
+            raise ValueError(f"AutoencoderConfig.blocks must be an integer >= 0, got {self.blocks!r}")
+        if self.space_factor != 8:
+            raise ValueError(
+                f"AutoencoderConfig.space_factor must be 8 (HunyuanVideo's), got {self.space_factor}"
+            )
 
 
-class FrameAutoencoder(nn.Module):
-    """Images (N, 3, H, W) <-> latents (N, C, H/s, W/s)."""
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with GroupNorm and SiLU, plus the input: (N, C, H, W) -> same."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        groups = 8 if channels % 8 == 0 else 1
+        self.body = nn.Sequential(
+            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _stage(channels: int, blocks: int) -> list[nn.Module]:
+    return [ResBlock(channels) for _ in range(blocks)]
+
+
+class Encoder(nn.Module):
+    """(N, T4, 3, H, W) groups of `time_factor` frames -> (N, C, H/8, W/8)."""
+
+    def __init__(self, c: AutoencoderConfig) -> None:
+        super().__init__()
+        f, w, t = c.frame_width, c.width, c.time_factor
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, f, 3, padding=1), nn.SiLU(), nn.Conv2d(f, f, 4, stride=2, padding=1)
+        )
+        self.tower = nn.Sequential(
+            nn.Conv2d(t * f, w, 3, padding=1), *_stage(w, c.blocks),           # 1/2
+            nn.Conv2d(w, w, 4, stride=2, padding=1), *_stage(w, c.blocks),     # 1/4
+            nn.Conv2d(w, w, 4, stride=2, padding=1), *_stage(w, c.blocks),     # 1/8
+            nn.GroupNorm(8 if w % 8 == 0 else 1, w), nn.SiLU(), nn.Conv2d(w, c.latent_channels, 1),
+        )  # fmt: skip
+
+    def forward(self, groups: Tensor) -> Tensor:
+        n, t, _, h, w = groups.shape
+        x = self.stem(groups.reshape(n * t, 3, h, w))  # (N*T4, f, H/2, W/2)
+        return self.tower(x.reshape(n, t * x.shape[1], h // 2, w // 2))  # (N, C, H/8, W/8)
+
+
+class Decoder(nn.Module):
+    """(N, 2C, h, w) = [latent, previous latent] -> (N, T4, 3, 8h, 8w)."""
+
+    def __init__(self, c: AutoencoderConfig) -> None:
+        super().__init__()
+        f, w, t = c.frame_width, c.width, c.time_factor
+        self.time_factor = t
+        self.tower = nn.Sequential(
+            nn.Conv2d(2 * c.latent_channels, w, 3, padding=1), *_stage(w, c.blocks),  # 1/8
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w, 3, padding=1), *_stage(w, c.blocks),  # 1/4
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w, 3, padding=1), *_stage(w, c.blocks),  # 1/2
+            nn.GroupNorm(8 if w % 8 == 0 else 1, w), nn.SiLU(), nn.Conv2d(w, t * f, 3, padding=1),
+        )  # fmt: skip
+        self.tail = nn.Sequential(
+            *_stage(f, c.blocks),
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(f, f, 3, padding=1),  # full
+            nn.GroupNorm(8 if f % 8 == 0 else 1, f), nn.SiLU(), nn.Conv2d(f, 3, 3, padding=1),
+        )  # fmt: skip
+
+    def forward(self, pair: Tensor) -> Tensor:
+        n, _, h, w = pair.shape
+        x = self.tower(pair)  # (N, T4*f, 4h, 4w)
+        t = self.time_factor
+        x = self.tail(x.reshape(n * t, x.shape[1] // t, 4 * h, 4 * w))  # (N*T4, 3, 8h, 8w)
+        return x.reshape(n, t, 3, 8 * h, 8 * w)
+
+
+class VideoAutoencoder(nn.Module):
+    """Video (B, 3, F, H, W) <-> latents (B, C, T, H/8, W/8) with F = 1 + 4 (T - 1), unscaled."""
 
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
         self.config = config
-        w = config.stage_widths()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, w[0], 3, padding=1),
-            *[nn.Sequential(nn.Conv2d(w[i], w[i + 1], 4, stride=2, padding=1), _block(w[i + 1], w[i + 1]))
-              for i in range(len(w) - 1)],
-            nn.Conv2d(w[-1], config.latent_channels, 1),
-        )  # fmt: skip
-        self.decoder = nn.Sequential(
-            nn.Conv2d(config.latent_channels, w[-1], 3, padding=1),
-            *[nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _block(w[i], w[i - 1]))
-              for i in range(len(w) - 1, 0, -1)],
-            nn.Conv2d(w[0], 3, 3, padding=1),
-        )  # fmt: skip
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W) -> reconstruction (N, 3, H, W)."""
-        return self.decoder(self.encoder(images))
+    def groups(self, pixels: Tensor) -> Tensor:
+        """(B, 3, F, H, W) -> (B, T, T4, 3, H, W): the first frame repeated T4 times, then groups."""
+        b, _, f, h, w = pixels.shape
+        t4 = self.config.time_factor
+        if (f - 1) % t4:
+            raise ValueError(f"a causal video of 1 + {t4} k frames is needed, got {f} frames")
+        x = pixels.transpose(1, 2)  # (B, F, 3, H, W)
+        x = torch.cat([x[:, :1].expand(b, t4 - 1, 3, h, w), x], dim=1)  # (B, T*T4, 3, H, W)
+        return x.reshape(b, -1, t4, 3, h, w)
+
+    def encode(self, pixels: Tensor) -> Tensor:
+        """(B, 3, F, H, W) -> (B, C, T, h, w)."""
+        g = self.groups(pixels)
+        b, t = g.shape[:2]
+        z = self.encoder(g.flatten(0, 1))  # (B*T, C, h, w)
+        return z.reshape(b, t, *z.shape[1:]).transpose(1, 2)
+
+    def decode_groups(self, latents: Tensor) -> Tensor:
+        """(B, C, T, h, w) -> (B, T, T4, 3, H, W): every latent's group, unclamped."""
+        b, t = latents.shape[0], latents.shape[2]
+        z = latents.transpose(1, 2)  # (B, T, C, h, w)
+        prev = torch.cat([z[:, :1], z[:, :-1]], dim=1)  # the first latent is its own context
+        y = self.decoder(torch.cat([z, prev], dim=2).flatten(0, 1))  # (B*T, T4, 3, H, W)
+        return y.reshape(b, t, *y.shape[1:])
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """(B, C, T, h, w) -> (B, 3, 1 + T4 (T - 1), H, W): latent 0's last frame, then the groups."""
+        y = self.decode_groups(latents)  # (B, T, T4, 3, H, W)
+        frames = torch.cat([y[:, 0, -1:], y[:, 1:].flatten(1, 2)], dim=1)  # (B, F, 3, H, W)
+        return frames.transpose(1, 2)
 
 
 class AutoencoderCodec:
-    """`Codec` over a trained `FrameAutoencoder` (per frame, so `time_factor` is 1)."""
+    """`Codec` over a trained `VideoAutoencoder` (causal, `time_factor` 4, `space_factor` 8).
 
-    time_factor = 1
+    Decoding is deterministic and every group depends only on its latent and the one before, so
+    a video decoded in whole runs equals one decoded latent by latent."""
 
-    def __init__(self, model: FrameAutoencoder, scaling_factor: float = 1.0, path: str | None = None) -> None:
+    def __init__(
+        self,
+        model: VideoAutoencoder,
+        scaling_factor: float = 1.0,
+        path: str | None = None,
+        card: dict[str, Any] | None = None,
+    ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.scaling_factor = float(scaling_factor)
         self.path = path
+        self.card = dict(card or {})
         self.latent_channels = model.config.latent_channels
         self.space_factor = model.config.space_factor
+        self.time_factor = model.config.time_factor
 
     def encode(self, pixels: Tensor) -> Tensor:
-        """(B, 3, F, H, W) -> (B, C, F, H/s, W/s)."""
-        b, _, f, h, w = pixels.shape
+        """(B, 3, F, H, W) in [-1, 1], F = 1 + 4k -> (B, C, T, H/8, W/8), about unit variance."""
+        _, _, _, h, w = pixels.shape
         if h % self.space_factor or w % self.space_factor:
-            raise ValueError(
-                f"height and width must be multiples of space_factor {self.space_factor}, got {h}x{w}"
-            )
-        frames = pixels.transpose(1, 2).reshape(b * f, 3, h, w)  # (B*F, 3, H, W)
-        z = self.model.encoder(frames.to(self._dtype())) * self.scaling_factor  # (B*F, C, h, w)
-        return z.reshape(b, f, *z.shape[1:]).transpose(1, 2).to(pixels.dtype)
+            raise ValueError(f"height and width must be multiples of {self.space_factor}, got {h}x{w}")
+        with torch.no_grad():
+            z = self.model.encode(pixels.to(self._dtype()))
+        return (z * self.scaling_factor).to(pixels.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
-        """(B, C, T, h, w) -> (B, 3, T, h*s, w*s), clamped to [-1, 1]."""
-        b, c, t, h, w = latents.shape
-        z = latents.transpose(1, 2).reshape(b * t, c, h, w).to(self._dtype()) / self.scaling_factor
-        x = self.model.decoder(z).clamp(-1, 1)  # (B*T, 3, H, W)
-        return x.reshape(b, t, *x.shape[1:]).transpose(1, 2).to(latents.dtype)
+        """(B, C, T, h, w) -> (B, 3, 1 + 4 (T - 1), 8h, 8w), clamped to [-1, 1]."""
+        with torch.no_grad():
+            x = self.model.decode(latents.to(self._dtype()) / self.scaling_factor)
+        return x.clamp(-1, 1).to(latents.dtype)
 
     def num_frames(self, latent_frames: int) -> int:
-        return causal_num_frames(latent_frames, 1)
+        return causal_num_frames(latent_frames, self.time_factor)
 
     def num_latents(self, frames: int) -> int:
-        return causal_num_latents(frames, 1)
+        return causal_num_latents(frames, self.time_factor)
 
     def config(self) -> dict[str, Any]:
         return {"kind": KIND, "path": self.path, "scaling_factor": self.scaling_factor}
@@ -125,104 +225,44 @@ class AutoencoderCodec:
     def from_config(cls, config: dict[str, Any]) -> AutoencoderCodec:
         if not config.get("path"):
             raise UserError(
-                "this codec config names no autoencoder folder; train one with framepack.codecs.autoencoder"
+                "this codec config names no autoencoder folder; train one with framepack codec train"
             )
         return cls.load(config["path"])
 
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def save(self, directory: str | Path) -> None:
-        """Write `config.json` and `model.safetensors` into `directory`."""
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write `config.json` and `model.safetensors` into `directory` (weights in their dtype).
+        `path` is left as it is: set it where the saved folder should be the one `config()` names."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": KIND, **asdict(self.model.config), "scaling_factor": self.scaling_factor}
-        (out / "config.json").write_text(json.dumps(meta, indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                  str(out / "model.safetensors"))  # fmt: skip
-        self.path = str(out)
+        meta = {
+            "kind": KIND,
+            **asdict(self.model.config),
+            "scaling_factor": self.scaling_factor,
+            "card": self.card,
+        }
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(weights, str(out / WEIGHTS_NAME))
+        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path) -> AutoencoderCodec:
+    def load(cls, directory: str | os.PathLike) -> AutoencoderCodec:
+        """Load a folder written by `save`; the weights are cast to float32 (UserError if damaged)."""
         folder = Path(directory)
-        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-            raise UserError(f"no autoencoder in {folder} (need config.json and model.safetensors)")
-        meta = json.loads((folder / "config.json").read_text())
-        model = FrameAutoencoder(
-            AutoencoderConfig(**{k: meta[k] for k in AutoencoderConfig.__dataclass_fields__})
-        )
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        return cls(model, meta.get("scaling_factor", 1.0), str(folder))
-
-
-def train_autoencoder(
-    config: AutoencoderConfig,
-    frames: Tensor,
-    steps: int,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    generator: torch.Generator | None = None,
-    log_every: int = 0,
-) -> AutoencoderCodec:
-    """Fit on `frames` (N, 3, H, W) in [-1, 1] with MSE and AdamW (cosine decay); returns the codec
-    with its `scaling_factor` set to 1 / std of the training latents."""
-    model = FrameAutoencoder(config)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    for step in range(steps):
-        batch = frames[torch.randint(0, len(frames), (batch_size,), generator=generator)]
-        loss = F.mse_loss(model(batch), batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"step {step}: mse {loss.item():.5f}")
-    with torch.no_grad():
-        std = model.encoder(frames[: 4 * batch_size]).std().item()
-    return AutoencoderCodec(model, 1.0 / std)
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m framepack.codecs.autoencoder", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("--out", required=True, help="folder to save the trained autoencoder")
-    p.add_argument("--latent-channels", type=int, default=16)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--train-clips", type=int, default=64)
-    p.add_argument("--test-clips", type=int, default=16)
-    p.add_argument("--frames", type=int, default=9, help="frames per clip")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Train on training-split world clips, save, and report PSNR on held-out (eval-split) clips."""
-    from framepack.data.world_clips import WorldClips
-
-    args = _parse_args(argv)
-    train = WorldClips(args.frames, args.size, split="train", length=args.train_clips, seed=args.seed)
-    held = WorldClips(args.frames, args.size, split="eval", length=args.test_clips, seed=args.seed)
-    frames = torch.cat([train[i]["pixels"].transpose(0, 1) for i in range(len(train))])  # (N, 3, H, W)
-    config = AutoencoderConfig(args.latent_channels, args.width, 8)
-    g = torch.Generator().manual_seed(args.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)  # weight initialisation, without touching the caller's RNG
-        start = time.perf_counter()
-        codec = train_autoencoder(config, frames, args.steps, args.batch_size, generator=g, log_every=100)
-    codec.save(args.out)
-    x = torch.stack([held[i]["pixels"] for i in range(len(held))])  # (B, 3, F, H, W)
-    with torch.no_grad():
-        z = codec.encode(x)
-        y = codec.decode(z)
-    print(f"trained {args.steps} steps in {time.perf_counter() - start:.0f} s on {len(frames)} frames")
-    print(f"latents {tuple(z.shape[1:])} (std {z.std():.3f}); held-out PSNR {psnr(x, y):.2f} dB")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise UserError(f"no autoencoder in {folder} (need {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            meta = json.loads((folder / CONFIG_NAME).read_text())
+            config = AutoencoderConfig(
+                **{k: meta[k] for k in AutoencoderConfig.__dataclass_fields__ if k in meta}
+            )
+            model = VideoAutoencoder(config)
+            state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_NAME)).items()}
+            model.load_state_dict(state)
+        except Exception as err:  # json, safetensors and torch raise their own types for a damaged file
+            raise UserError(
+                f"{folder}: the autoencoder is damaged ({err}); retrain or re-export it"
+            ) from None
+        return cls(model, meta.get("scaling_factor", 1.0), str(folder), meta.get("card"))

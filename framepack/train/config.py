@@ -19,7 +19,7 @@ from framepack.packing import parse_schedule
 from framepack.sampling import PREDICTIONS
 
 LAYOUTS = ("forward", "inverted", "endpoints")
-DATA_KINDS = ("world", "videos")
+DATA_KINDS = ("world", "videos", "latents")
 STRATEGIES = ("ddp", "fsdp")
 SIGMA_KINDS = ("logit-normal", "uniform")
 DTYPES = ("float32", "bfloat16")
@@ -29,8 +29,10 @@ DTYPES = ("float32", "bfloat16")
 class DataConfig:
     """Where clips come from and how they are cut.
 
-    kind:        "world" (the procedural world, scripts drawn from `seeds`) or "videos" (a folder).
-    path:        the video folder for kind "videos".
+    kind:        "world" (the procedural world, scripts drawn from `seeds`), "videos" (a folder)
+                 or "latents" (world windows encoded once by a learned codec,
+                 framepack.train.latent_cache).
+    path:        the video folder for kind "videos", the latent cache for kind "latents".
     size:        frame height and width in pixels (square frames).
     clip_latents: latent frames per training window (besides the start frame).
     seconds:     length of the world's videos; windows are placed anywhere in them, so sections
@@ -53,8 +55,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
             raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
-        if self.kind == "videos" and not self.path:
-            raise ValueError("data.path must name a video folder when data.kind is 'videos'")
+        if self.kind in ("videos", "latents") and not self.path:
+            what = "a video folder" if self.kind == "videos" else "a latent cache (framepack codec cache)"
+            raise ValueError(f"data.path must name {what} when data.kind is {self.kind!r}")
         _positive(self, ("size", "clip_latents", "num_clips", "fps"), prefix="data.")
         if not self.seconds > 0:
             raise ValueError(f"data.seconds must be > 0, got {self.seconds}")

@@ -132,12 +132,41 @@ class VideoSource:
 def make_source(config: TrainConfig, codec: Codec) -> WorldSource | VideoSource:
     """The run's videos: long world videos, or video-folder clips of exactly one window."""
     data = config.data
+    if data.kind == "latents":
+        from framepack.train.latent_cache import LatentSource
+
+        cached = LatentSource(str(data.path))
+        _check_cache(cached.meta, config, codec)
+        return cached
     if data.kind == "videos":
         if not Path(str(data.path)).is_dir():
             raise UserError(f"data.path {data.path}: no such folder of training videos")
         num_frames = codec.num_frames(data.clip_latents + 1)
         return VideoSource(str(data.path), num_frames, data.size, data.fps, data.seed)
     return WorldSource(data.seconds, data.size, data.fps, data.seed, data.num_clips)
+
+
+def _check_cache(meta: dict[str, Any], config: TrainConfig, codec: Codec) -> None:
+    """Refuse a latent cache made with another codec, frame size or shorter windows."""
+    data = config.data
+    wanted = {
+        "size": data.size,
+        "fps": data.fps,
+        "seconds": data.seconds,
+        "scaling_factor": codec.config().get("scaling_factor"),
+    }
+    have = {k: meta[k] for k in ("size", "fps", "seconds")} | {
+        "scaling_factor": meta["codec"].get("scaling_factor")
+    }
+    if wanted != have or meta["codec"].get("kind") != codec.config().get("kind"):
+        raise UserError(
+            f"data.path {data.path}: the latent cache was built with {have}, this run needs {wanted}"
+        )
+    if meta["clip_latents"] < data.clip_latents:
+        raise UserError(
+            f"data.path {data.path}: cached windows hold {meta['clip_latents']} latents, "
+            f"data.clip_latents asks {data.clip_latents}; lower it or rebuild the cache"
+        )
 
 
 def sample_window(
@@ -157,6 +186,8 @@ def sample_window(
     (all by default; a forward section never reads the frames after it).
     Returns latents (C, 1 + needed, h, w), their frame indices (1 + needed,) int64, the captions.
     """
+    if hasattr(source, "window"):  # a latent cache (framepack.train.latent_cache)
+        return source.window(index, gen, follow_start, latents if needed is None else min(needed, latents))
     t = codec.time_factor
     max_offset = 1 + (source.num_frames - 1) // t - latents  # last first latent fully inside
     far = max_offset > 1 and bool(torch.rand((), generator=gen) < 0.5) and not follow_start
