@@ -3,8 +3,12 @@
 `VideoWriter` keeps decoded pixels per run of generated latents and rewrites the MP4 atomically
 (framepack.video.write_video). Two ways to decode, chosen by the codec (`decodes_in_windows`):
 
-- exact codecs (the pixel codec, per-frame autoencoders): each run of generated latents is
-  decoded whole (cached per run); decoding a window of them would give the same frames.
+- exact codecs (the pixel codec, the demo's causal autoencoder): each run of generated latents
+  is decoded whole (cached per run); decoding a window of them would give the same frames. A
+  codec whose decoding of latent t reads latents t - 1 and t only (class attribute
+  `left_context = 1`, framepack.codecs.base) is decoded incrementally: when a cached run has
+  grown on the right, only the new latents are decoded, with one latent of context whose frame
+  is dropped, so each write costs the new section, not the whole video.
 - causal video VAEs (codecs with `crossfade_decode = True`, the HunyuanVideo VAE): as the
   official demo, each new section is decoded together with up to `window` latents of the run it
   extends, and the result is cross-faded (`soft_append`, linear weights) over those latents'
@@ -29,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from framepack.codecs.base import Codec, decodes_in_windows
+from framepack.codecs.base import Codec, decodes_in_windows, has_left_context
 from framepack.video import sidecar_path, write_sidecar, write_video
 
 # An in-progress MP4 is rewritten after a section unless less than WRITE_THROTTLE times the last
@@ -149,11 +153,22 @@ class VideoWriter:
         pieces = []
         for run in runs:
             if run not in self._cache:
-                self._cache[run] = self._decode(latents, *run)
+                self._cache[run] = self._grow(latents, run)
             pieces.append(self._cache[run])
         if not self.crossfade:
             self._cache = {r: p for r, p in self._cache.items() if r in runs}
         return torch.cat(pieces, dim=2)
+
+    def _grow(self, latents: Tensor, run: tuple[int, int]) -> Tensor:
+        """Pixels of `run`: a cached run that starts where it does and ends earlier is extended
+        by decoding only the new latents (codecs with `left_context`), else the run whole."""
+        start, stop = run
+        shorter = [r for r in self._cache if r[0] == start and r[1] < stop]
+        if self.crossfade or not has_left_context(self.codec) or not shorter:
+            return self._decode(latents, start, stop)
+        prefix = max(shorter)
+        new = self._decode(latents, prefix[1] - 1, stop)[:, :, 1:]  # drop the context latent's frame
+        return torch.cat([self._cache[prefix], new], dim=2)
 
     def _decode(self, latents: Tensor, start: int, stop: int) -> Tensor:
         """Pixels (1, 3, F, H, W) of latents [start, stop), float32 on the CPU."""

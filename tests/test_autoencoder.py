@@ -267,3 +267,25 @@ def test_world_speeds_are_not_whole_latents_per_latent():
     }
     assert len(speeds) > 20 and all(0 <= v <= 180 for v in speeds)
     assert np.isfinite(list(speeds)).all()
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "pixel"])
+def test_the_writer_decodes_a_growing_run_incrementally_and_exactly(kind):
+    from framepack.codecs.pixel import PixelCodec
+    from framepack.writer import VideoWriter
+
+    codec = _codec() if kind == "autoencoder" else PixelCodec(8, 4)
+    c = codec.latent_channels
+    latents = torch.randn(1, c, 10, 2, 2)
+    done = torch.zeros(10, dtype=torch.bool)
+    writer = VideoWriter(codec, "cpu", window=3)
+    calls = []
+    real = writer._decode
+    writer._decode = lambda lat, a, b: calls.append((a, b)) or real(lat, a, b)
+    for stop in (4, 7, 10):
+        done[:stop] = True
+        grown = writer.decode(latents, done)
+    assert calls == [(0, 4), (3, 7), (6, 10)]  # only the new latents, with one of context
+    whole = VideoWriter(codec, "cpu", window=3).decode(latents, done)
+    assert grown.shape == whole.shape == (1, 3, 37, 16, 16)
+    assert torch.allclose(grown, whole, atol=1e-5)

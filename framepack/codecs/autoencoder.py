@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -39,6 +40,7 @@ from framepack.errors import UserError
 KIND = "autoencoder"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+STYLES = ("conv", "dc")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class AutoencoderConfig:
     blocks: int = 1
     space_factor: int = 8
     time_factor: int = 4
+    style: str = "conv"
 
     def __post_init__(self) -> None:
         for name in ("latent_channels", "width", "frame_width", "time_factor"):
@@ -61,6 +64,8 @@ class AutoencoderConfig:
                 raise ValueError(f"AutoencoderConfig.{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 0:
             raise ValueError(f"AutoencoderConfig.blocks must be an integer >= 0, got {self.blocks!r}")
+        if self.style not in STYLES:
+            raise ValueError(f"AutoencoderConfig.style must be one of {STYLES}, got {self.style!r}")
         if self.space_factor != 8:
             raise ValueError(
                 f"AutoencoderConfig.space_factor must be 8 (HunyuanVideo's), got {self.space_factor}"
@@ -135,14 +140,102 @@ class Decoder(nn.Module):
         return x.reshape(n, t, 3, 8 * h, 8 * w)
 
 
+class SpaceToChannel(nn.Module):
+    """Down 2x with a parameter-free shortcut (DC-AE, Chen et al. 2024): space-to-channel, then
+    a conv to `cout`, plus the space-to-channel input averaged in groups to `cout` channels.
+    (N, cin, H, W) -> (N, cout, H/2, W/2)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.cout = cout
+        self.conv = nn.Conv2d(4 * cin, cout, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pixel_unshuffle(x, 2)  # (N, 4 cin, H/2, W/2)
+        n, c, h, w = x.shape
+        return self.conv(x) + x.reshape(n, self.cout, c // self.cout, h, w).mean(2)
+
+
+class ChannelToSpace(nn.Module):
+    """Up 2x with a parameter-free shortcut (DC-AE): a conv to 4 cout channels, channel-to-space,
+    plus the input's channels repeated to 4 cout, channel-to-space. (N, cin, H, W) -> (N, cout, 2H, 2W)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.repeats = 4 * cout // cin
+        self.conv = nn.Conv2d(cin, 4 * cout, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.conv(x) + x.repeat_interleave(self.repeats, dim=1), 2)
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(8 if c % 8 == 0 else 1, c)
+
+
+class DCEncoder(nn.Module):
+    """Encoder with space-to-channel stages, every layer at 1/2 resolution or less:
+    (N, T4, 3, H, W) -> (N, C, H/8, W/8)."""
+
+    def __init__(self, c: AutoencoderConfig) -> None:
+        super().__init__()
+        f, w, t = c.frame_width, c.width, c.time_factor
+        self.stem = nn.Conv2d(12, f, 3, padding=1)  # per frame, on the space-to-channel pixels
+        self.tower = nn.Sequential(
+            nn.Conv2d(t * f, w, 3, padding=1), *_stage(w, c.blocks),  # 1/2
+            SpaceToChannel(w, w), *_stage(w, c.blocks),  # 1/4
+            SpaceToChannel(w, w), *_stage(w, c.blocks),  # 1/8
+            _norm(w), nn.SiLU(),
+        )  # fmt: skip
+        self.out = nn.Conv2d(w, c.latent_channels, 3, padding=1)
+        self.latent_channels = c.latent_channels
+
+    def forward(self, groups: Tensor) -> Tensor:
+        n, t, _, h, w = groups.shape
+        x = self.stem(F.pixel_unshuffle(groups.reshape(n * t, 3, h, w), 2))  # (N*T4, f, H/2, W/2)
+        x = self.tower(x.reshape(n, t * x.shape[1], h // 2, w // 2))  # (N, w, H/8, W/8)
+        c = self.latent_channels
+        shortcut = x[:, : (x.shape[1] // c) * c].reshape(n, c, -1, h // 8, w // 8).mean(2)
+        return self.out(x) + shortcut
+
+
+class DCDecoder(nn.Module):
+    """Decoder with channel-to-space stages and a per-frame channel-to-space output:
+    (N, 2C, h, w) = [latent, previous latent] -> (N, T4, 3, 8h, 8w)."""
+
+    def __init__(self, c: AutoencoderConfig) -> None:
+        super().__init__()
+        f, w, t = c.frame_width, c.width, c.time_factor
+        self.time_factor = t
+        self.inp = nn.Conv2d(2 * c.latent_channels, w, 3, padding=1)
+        self.repeats = w // c.latent_channels
+        self.tower = nn.Sequential(
+            *_stage(w, c.blocks),  # 1/8
+            ChannelToSpace(w, w), *_stage(w, c.blocks),  # 1/4
+            ChannelToSpace(w, w), *_stage(w, c.blocks),  # 1/2
+            _norm(w), nn.SiLU(), nn.Conv2d(w, t * f, 3, padding=1),
+        )  # fmt: skip
+        self.tail = nn.Sequential(*_stage(f, c.blocks), _norm(f), nn.SiLU(), nn.Conv2d(f, 12, 3, padding=1))
+
+    def forward(self, pair: Tensor) -> Tensor:
+        n, c2, h, w = pair.shape
+        z = pair[:, : c2 // 2]
+        x = self.inp(pair) + z.repeat_interleave(self.repeats, dim=1)  # (N, w', h, w): shortcut
+        x = self.tower(x)  # (N, T4*f, 4h, 4w)
+        t = self.time_factor
+        x = self.tail(x.reshape(n * t, x.shape[1] // t, 4 * h, 4 * w))  # (N*T4, 12, 4h, 4w)
+        return F.pixel_shuffle(x, 2).reshape(n, t, 3, 8 * h, 8 * w)
+
+
 class VideoAutoencoder(nn.Module):
     """Video (B, 3, F, H, W) <-> latents (B, C, T, H/8, W/8) with F = 1 + 4 (T - 1), unscaled."""
 
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        dc = config.style == "dc"
+        self.encoder = DCEncoder(config) if dc else Encoder(config)
+        self.decoder = DCDecoder(config) if dc else Decoder(config)
 
     def groups(self, pixels: Tensor) -> Tensor:
         """(B, 3, F, H, W) -> (B, T, T4, 3, H, W): the first frame repeated T4 times, then groups."""
@@ -181,6 +274,8 @@ class AutoencoderCodec:
 
     Decoding is deterministic and every group depends only on its latent and the one before, so
     a video decoded in whole runs equals one decoded latent by latent."""
+
+    left_context = 1  # decoding latent t reads latents t - 1 and t (framepack.writer)
 
     def __init__(
         self,

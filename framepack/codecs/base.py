@@ -9,7 +9,8 @@ CONTRACT (shared by the pipeline, training and evaluation code; keep these names
   codec from it (the `"kind"` entry picks the implementation).
 - A codec whose decoder is causal in time across latents (the HunyuanVideo VAE) sets the class
   attribute `crossfade_decode = True`: a video is then decoded window by window and cross-faded
-  as the official demo does (framepack.writer); other codecs are decoded in whole runs.
+  as the official demo does (framepack.writer); other codecs are decoded in whole runs, and
+  incrementally when decoding latent t reads latents t - 1 and t only (`left_context = 1`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def decodes_in_windows(codec: Any) -> bool:
     """Whether `codec` is decoded section by section with the official cross-fade
     (its `crossfade_decode` attribute; False when it has none)."""
     return bool(getattr(codec, "crossfade_decode", False))
+
+
+def has_left_context(codec: Any) -> bool:
+    """Whether decoding latents [a - 1, b) and dropping latent a - 1's frame gives exactly the
+    frames of latents [a, b) in a whole decode (class attribute `left_context = 1`: decoding
+    latent t reads latents t - 1 and t only); the writer then decodes growing runs incrementally."""
+    return getattr(codec, "left_context", None) == 1
 
 
 def causal_num_frames(latent_frames: int, time_factor: int) -> int:

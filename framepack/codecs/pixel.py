@@ -41,6 +41,7 @@ class PixelCodec:
     mean, std:    per-colour (R, G, B) normalisation, latents = (pixels - mean) / std.
     """
 
+    left_context = 1  # class attribute: decoding latent t reads latent t only (framepack.writer)
     space_factor: int = 4
     time_factor: int = 4
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
