@@ -28,13 +28,15 @@ TINY = CodecTrainConfig(
 )
 
 
-def _codec(seed: int = 0) -> AutoencoderCodec:
+def _codec(seed: int = 0, style: str = "dc") -> AutoencoderCodec:
     torch.manual_seed(seed)
-    return AutoencoderCodec(VideoAutoencoder(AutoencoderConfig(**TINY_MODEL)), scaling_factor=1.7)
+    model = VideoAutoencoder(AutoencoderConfig(**TINY_MODEL, style=style))
+    return AutoencoderCodec(model, scaling_factor=1.7)
 
 
-def test_shapes_and_the_causal_frame_count():
-    codec = _codec()
+@pytest.mark.parametrize("style", ["dc", "conv"])
+def test_shapes_and_the_causal_frame_count(style):
+    codec = _codec(style=style)
     assert isinstance(codec, Codec) and (codec.time_factor, codec.space_factor) == (4, 8)
     x = torch.rand(2, 3, 9, 16, 16) * 2 - 1
     z = codec.encode(x)
@@ -46,8 +48,9 @@ def test_shapes_and_the_causal_frame_count():
         codec.encode(x[:, :, :8])
 
 
-def test_a_latent_never_reads_frames_after_its_group_and_the_first_frame_is_alone():
-    codec = _codec()
+@pytest.mark.parametrize("style", ["dc", "conv"])
+def test_a_latent_never_reads_frames_after_its_group_and_the_first_frame_is_alone(style):
+    codec = _codec(style=style)
     x = torch.rand(1, 3, 13, 16, 16) * 2 - 1
     z = codec.encode(x)
     later = x.clone()
@@ -86,6 +89,10 @@ def test_config_validation():
         AutoencoderConfig(space_factor=4)
     with pytest.raises(ValueError, match="width"):
         AutoencoderConfig(width=0)
+    with pytest.raises(ValueError, match="multiple of latent_channels"):
+        AutoencoderConfig(width=20, latent_channels=16)
+    with pytest.raises(ValueError, match="style"):
+        AutoencoderConfig(style="vq")
     with pytest.raises(ValueError, match="speed_range"):
         CodecTrainConfig(speed_range=(5.0, 1.0))
     with pytest.raises(ValueError, match="unknown codec training settings"):

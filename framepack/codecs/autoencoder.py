@@ -47,7 +47,11 @@ STYLES = ("conv", "dc")
 class AutoencoderConfig:
     """latent_channels: C; width: channels of the 1/2 .. 1/8 resolution towers; frame_width:
     channels of the per-frame full- and half-resolution layers; blocks: residual blocks per
-    resolution; space_factor 8 and time_factor 4 are HunyuanVideo's."""
+    resolution; space_factor 8 and time_factor 4 are HunyuanVideo's. style "dc": space-to-channel
+    stages with parameter-free shortcuts (DC-AE), every layer at 1/2 resolution or less; "conv":
+    strided convolutions and nearest upsampling with full-resolution per-frame layers (the first
+    pilot, docs/training.md: half as fast per step and slower to learn). "dc" needs `width` a
+    multiple of `latent_channels`."""
 
     latent_channels: int = 16
     width: int = 96
@@ -55,7 +59,7 @@ class AutoencoderConfig:
     blocks: int = 1
     space_factor: int = 8
     time_factor: int = 4
-    style: str = "conv"
+    style: str = "dc"
 
     def __post_init__(self) -> None:
         for name in ("latent_channels", "width", "frame_width", "time_factor"):
@@ -66,6 +70,11 @@ class AutoencoderConfig:
             raise ValueError(f"AutoencoderConfig.blocks must be an integer >= 0, got {self.blocks!r}")
         if self.style not in STYLES:
             raise ValueError(f"AutoencoderConfig.style must be one of {STYLES}, got {self.style!r}")
+        if self.style == "dc" and self.width % self.latent_channels:
+            raise ValueError(
+                f"AutoencoderConfig.width ({self.width}) must be a multiple of latent_channels "
+                f"({self.latent_channels}) for style 'dc'"
+            )
         if self.space_factor != 8:
             raise ValueError(
                 f"AutoencoderConfig.space_factor must be 8 (HunyuanVideo's), got {self.space_factor}"
