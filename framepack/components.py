@@ -34,7 +34,13 @@ def load_components(model: str, options: LoadOptions | None = None) -> Component
     options = options or LoadOptions()
     check_lora_args(options.loras)  # before anything loads
     if model not in ("hunyuan-inverted", "hunyuan-f1"):
-        for flag, used in (("--teacache", options.teacache > 0), ("--low-vram", options.low_vram)):
+        flags = (
+            ("--teacache", options.teacache > 0),
+            ("--low-vram", options.low_vram),
+            ("--vram-gb", options.vram_gb is not None),
+            ("--pinned-gb", options.pinned_gb is not None),
+        )
+        for flag, used in flags:
             if used:
                 raise UserError(
                     f"{flag} applies to the released models (hunyuan-inverted, hunyuan-f1), not to "

@@ -174,9 +174,15 @@ class LoadOptions:
     device: str = "auto"
     dtype: str = "auto"  # one of DTYPES
     low_vram: bool = False
+    vram_gb: float | None = None  # a GPU memory budget: low-VRAM mode keeps every phase under it
+    pinned_gb: float | None = None  # pinned host memory for resting blocks (None: RAM / 4, <= 8 GiB)
     teacache: float = 0.0
     loras: list[str] = field(default_factory=list)
     bucket: int | None = None  # resolution buckets around bucket^2 pixels (released models; None: 640)
+
+    def vram_budget(self) -> int | None:
+        """`vram_gb` in bytes (GiB), or None."""
+        return None if self.vram_gb is None else int(self.vram_gb * 2**30)
 
     def torch_device(self) -> torch.device:
         import torch

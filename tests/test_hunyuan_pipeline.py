@@ -442,19 +442,34 @@ def test_resume_equals_uninterrupted(inverted, tmp_path, monkeypatch):
     assert torch.equal(written["full.mp4"], written["part.mp4"])
 
 
-def test_offloading_wrappers_give_the_same_results(inverted):
-    """The low-VRAM wrappers (CUDA only in use) only move models: same outputs (checked on the CPU)."""
-    from framepack.hunyuan.components import ImageEncoderFn, OffloadedCodec, OffloadedPromptEncoder
+def test_low_vram_install_gives_the_same_results(model_dir, inverted):
+    """Low-VRAM mode (CUDA only in use) only moves weights: the same outputs (checked on the CPU)."""
+    from framepack.hunyuan.components import install_low_vram
 
-    cpu = torch.device("cpu")
-    codec = OffloadedCodec(inverted.codec, cpu)
+    comp = load("hunyuan-inverted", model_dir)  # a fresh copy: the install patches its modules
+    prompt, image_fn, codec = install_low_vram(
+        comp.transformer,
+        comp.prompt_encoder,
+        comp.image_encoder.encoder,
+        comp.codec,
+        torch.device("cpu"),
+        2,
+        0,
+    )
     assert codec.crossfade_decode and codec.num_frames(10) == inverted.codec.num_frames(10) == 37
     pixels = torch.rand(1, 3, 5, 32, 32) * 2 - 1
     torch.testing.assert_close(codec.encode(pixels), inverted.codec.encode(pixels), rtol=0, atol=0)
     lat = torch.randn(1, 4, 2, 4, 4)
     torch.testing.assert_close(codec.decode(lat), inverted.codec.decode(lat), rtol=0, atol=0)
-    prompt = OffloadedPromptEncoder(inverted.prompt_encoder, cpu).encode([PROMPT])
-    torch.testing.assert_close(prompt.states, inverted.prompt_encoder.encode([PROMPT]).states, rtol=0, atol=0)
+    ours, plain = prompt.encode([PROMPT]), inverted.prompt_encoder.encode([PROMPT])
+    torch.testing.assert_close(ours.states, plain.states, rtol=0, atol=0)
+    torch.testing.assert_close(ours.pooled, plain.pooled, rtol=0, atol=0)
     images = torch.rand(1, 3, 32, 32) * 2 - 1
-    offloaded = ImageEncoderFn(inverted.image_encoder.encoder, cpu)(images)
-    torch.testing.assert_close(offloaded, inverted.image_encoder(images), rtol=0, atol=0)
+    torch.testing.assert_close(image_fn(images), inverted.image_encoder(images), rtol=0, atol=0)
+    x = torch.randn(1, 4, 3, 4, 4)
+    args = (x, torch.tensor([500.0]), plain.states, plain.mask, plain.pooled, torch.arange(3)[None])
+    with torch.no_grad():
+        ours, plain = (
+            m(*args, guidance=torch.tensor([1e4])) for m in (comp.transformer, inverted.transformer)
+        )
+    torch.testing.assert_close(ours, plain, rtol=0, atol=0)

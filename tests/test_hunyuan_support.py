@@ -247,11 +247,13 @@ def test_stream_blocks_same_output_and_restores():
     assert torch.equal(model(*args), base)
 
 
-def test_on_device_moves_back():
+def test_on_device_copies_and_drops():
+    """A visit computes on a copy (never the resting weights) and leaves the resting ones in place."""
     m = nn.Linear(2, 2)
-    with on_device([m], "cpu", "meta"):
-        assert m.weight.device.type == "cpu"
-    assert m.weight.device.type == "meta"
+    resting = m.weight.data
+    with on_device([m], "cpu"):
+        assert m.weight.data_ptr() != resting.data_ptr() and torch.equal(m.weight, resting)
+    assert m.weight.data_ptr() == resting.data_ptr()
 
 
 # ----------------------------------------------------------------------------- TeaCache

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "queue": ("queue", "the web UI's job queue from the shell: add, list, run, move, cancel, retry"),
     "codec": ("codec", "train and measure the demo's learned video autoencoder"),
     "lora": ("lora", "LoRA training for the released models: cache, train, convert, memory"),
+    "download": ("download", "fetch the released weights (hunyuan-inverted, hunyuan-f1; about 40 GB)"),
 }
 
 

@@ -8,6 +8,7 @@ API uses too.
 from __future__ import annotations
 
 import argparse
+import math
 
 from framepack.errors import UserError
 from framepack.options import (
@@ -85,7 +86,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=LOAD.device, help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--dtype", choices=DTYPES, default=LOAD.dtype)
     g.add_argument("--bucket", type=int, help="resolution bucket around N x N pixels (released models; 640)")
-    g.add_argument("--low-vram", action="store_true", help="stream transformer blocks (13B in ~6 GB)")
+    g.add_argument(
+        "--low-vram", action="store_true", help="stream the encoders' layers and the transformer's blocks"
+    )
+    g.add_argument(
+        "--vram-gb", type=float, metavar="G",
+        help="GPU memory budget in GiB: low-VRAM mode keeps every phase under it (e.g. 6)",
+    )  # fmt: skip
+    g.add_argument(
+        "--pinned-gb", type=float, metavar="G",
+        help="pinned host memory for streamed blocks (default: a quarter of the RAM, at most 8)",
+    )  # fmt: skip
+    g.add_argument(
+        "--estimate", action="store_true",
+        help="print the GPU memory of every phase (released models; no weights needed) and exit",
+    )  # fmt: skip
     g.add_argument(
         "--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else half the cores, 1-8)"
     )
@@ -153,11 +168,18 @@ def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
 
     if args.bucket is not None and not 16 <= args.bucket <= 4096:
         raise UserError(f"--bucket must be between 16 and 4096 pixels, got {args.bucket}")
+    for flag, value in (("--vram-gb", args.vram_gb), ("--pinned-gb", args.pinned_gb)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 4096):
+            raise UserError(f"{flag} must be a number of GiB between 0 and 4096, got {value}")
+    if args.vram_gb == 0:
+        raise UserError("--vram-gb must be more than 0 (e.g. --vram-gb 6)")
     return LoadOptions(
         model_dir=args.model_dir,
         device=args.device,
         dtype=args.dtype,
         low_vram=args.low_vram,
+        vram_gb=args.vram_gb,
+        pinned_gb=args.pinned_gb,
         bucket=args.bucket,
         teacache=args.teacache,
         loras=list(args.lora),
@@ -168,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     from framepack.pipeline import FramePackPipeline
     from framepack.runtime import check_threads, use_threads
 
+    if args.estimate:
+        return print_estimate(args)
     launch = None
     if args.parallel not in (None, 1):  # refused in one line before anything loads
         from framepack.cli.generate_parallel import check_launch
@@ -187,6 +211,26 @@ def run(args: argparse.Namespace) -> int:
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, load)
     return report(pipe.generate(options, progress=not args.quiet))
+
+
+def print_estimate(args: argparse.Namespace) -> int:
+    """`--estimate`: the memory plan of a released model at the largest bucket, from its configs."""
+    from framepack.hunyuan.budget import plan_memory, released_sizes
+    from framepack.hunyuan.components import DEFAULT_BUCKET, largest_latent, pinned_bytes, released_spec
+
+    if args.model not in ("hunyuan-inverted", "hunyuan-f1"):
+        raise UserError(
+            f"--estimate covers the released models (hunyuan-inverted, hunyuan-f1), not {args.model!r}"
+        )
+    load = load_options_from_args(args)
+    spec = released_spec(args.model, args.bucket or DEFAULT_BUCKET)
+    sizes = released_sizes(largest_latent(spec.bucket), spec.window)
+    low = load.low_vram or load.vram_gb is not None
+    plan = plan_memory(sizes, low_vram=low, budget=load.vram_budget(), pin_limit=pinned_bytes(load))
+    h, w = sizes.latent_hw
+    print(f"{args.model} at bucket {spec.bucket} (largest: {8 * h}x{8 * w} pixels, window {spec.window}):")
+    print(plan)
+    return 0
 
 
 def report(result) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 import signal
 import sys
@@ -28,7 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", help="folder (or Hugging Face cache) holding the released model parts")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    p.add_argument("--low-vram", action="store_true", help="stream transformer blocks (13B in ~6 GB)")
+    p.add_argument(
+        "--low-vram", action="store_true", help="stream the encoders' layers and the transformer's blocks"
+    )
+    p.add_argument("--vram-gb", type=float, metavar="G", help="GPU memory budget in GiB (low-VRAM mode)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -57,7 +61,15 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise UserError("the web UI needs Gradio: pip install 'framepack[ui]'") from None
     model_dir = str(Path(args.model_dir).resolve()) if args.model_dir else None
-    load = LoadOptions(model_dir=model_dir, device=args.device, dtype=args.dtype, low_vram=args.low_vram)
+    if args.vram_gb is not None and not (math.isfinite(args.vram_gb) and 0 < args.vram_gb <= 4096):
+        raise UserError(f"--vram-gb must be a number of GiB above 0, got {args.vram_gb}")
+    load = LoadOptions(
+        model_dir=model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        low_vram=args.low_vram,
+        vram_gb=args.vram_gb,
+    )
     use_threads(threads)
     from framepack.pipeline import FramePackPipeline
 

@@ -14,11 +14,12 @@ encoders fp16) and float32 on the CPU (half-precision CPU kernels are slow or mi
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,36 +84,39 @@ def load_hunyuan(model: str, options: LoadOptions) -> Components:
     device = options.torch_device()
     paths = locate(model, options.model_dir)
     transformer_dtype, encoder_dtype = dtypes(options.dtype, device)
-    low_vram = options.low_vram and device.type == "cuda"
-    home = torch.device("cpu") if low_vram else device  # where the encoders and VAE rest
+    wants_low_vram = (options.low_vram or options.vram_gb is not None) and device.type == "cuda"
+    home = torch.device("cpu") if wants_low_vram else device  # where the encoders and VAE load
 
     transformer = _load_transformer(paths.transformer, transformer_dtype)
     apply_loras(transformer, options.loras)
-    if low_vram:
-        from framepack.hunyuan.memory import stream_blocks
-
-        stream_blocks(transformer, device)
-    else:
-        transformer.to(device)
-
     prompt_encoder = HunyuanPromptEncoder.from_dir(paths.hunyuan, device=home, dtype=encoder_dtype)
     image_encoder = SiglipImageEncoder.from_dir(paths.redux, device=home, dtype=encoder_dtype)
-    vae = HunyuanVideoVAE.from_dir(
-        paths.hunyuan, device=home, dtype=encoder_dtype, tiling=low_vram, slicing=low_vram
-    )
-    codec: Any = vae
-    prompt: Any = prompt_encoder
-    if low_vram:
-        codec = OffloadedCodec(vae, device)
-        prompt = OffloadedPromptEncoder(prompt_encoder, device)
+    vae = HunyuanVideoVAE.from_dir(paths.hunyuan, device=home, dtype=encoder_dtype)
+    plan, sizes, pin_limit = None, None, pinned_bytes(options)
+    if device.type == "cuda":
+        from framepack.hunyuan.budget import job_sizes, plan_memory
 
-    hooks = RunHooks(transformer, spec, transformer_dtype, device, options)
+        sizes = job_sizes(
+            prompt_encoder.text_encoder, prompt_encoder.text_encoder_2, image_encoder.image_encoder,
+            vae.vae, transformer, largest_latent(spec.bucket), spec.window,
+        )  # fmt: skip
+        plan = plan_memory(sizes, low_vram=wants_low_vram, budget=options.vram_budget(), pin_limit=pin_limit)
+    if plan is not None and plan.low_vram:
+        prompt, image_fn, codec = install_low_vram(
+            transformer, prompt_encoder, image_encoder, vae, device, plan.keep, pin_limit
+        )
+    else:
+        for part in (transformer, prompt_encoder, image_encoder.image_encoder, vae.vae):
+            part.to(device)
+        prompt, image_fn, codec = prompt_encoder, ImageEncoderFn(image_encoder), vae
+
+    hooks = RunHooks(transformer, spec, plan, sizes, options)
     return Components(
         spec=spec,
         transformer=transformer,
         codec=codec,
         prompt_encoder=prompt,
-        image_encoder=ImageEncoderFn(image_encoder, device if low_vram else None),
+        image_encoder=image_fn,
         device=device,
         dtype=transformer_dtype,
         source=str(paths.transformer),
@@ -120,6 +124,52 @@ def load_hunyuan(model: str, options: LoadOptions) -> Components:
         on_section_start=hooks.section_start,
         choose_size=functools.partial(nearest_bucket, resolution=spec.bucket),
     )
+
+
+def pinned_bytes(options: LoadOptions) -> int:
+    """Host memory low-VRAM mode may pin (`--pinned-gb`, else `memory.default_pin_limit()`)."""
+    from framepack.hunyuan.memory import default_pin_limit
+
+    return default_pin_limit() if options.pinned_gb is None else int(options.pinned_gb * 2**30)
+
+
+def largest_latent(bucket: int) -> tuple[int, int]:
+    """The latent (h, w) of the largest-area bucket at `bucket` (what a plan must fit)."""
+    from framepack.hunyuan.buckets import buckets
+
+    h, w = max(buckets(bucket), key=lambda hw: hw[0] * hw[1])
+    return h // 8, w // 8
+
+
+def install_low_vram(
+    transformer: nn.Module,
+    prompt_encoder: Any,
+    image_encoder: Any,
+    vae: Any,
+    device: torch.device,
+    keep: int,
+    pin_limit: int,
+) -> tuple[Any, Any, Any]:
+    """Low-VRAM mode: the transformer's first `keep` blocks and small parts on `device`, the
+    other blocks streamed; LLaMA, CLIP-L and SigLIP streamed layer by layer; the VAE on `device`
+    only while it runs, tiled. Returns the pipeline's (prompt encoder, image encoder, codec).
+    """
+    from framepack.hunyuan.memory import Ledger, stream_blocks
+    from framepack.hunyuan.offload import StreamedEncoder
+
+    ledger = Ledger()
+    stream_blocks(transformer, device, keep=keep, pin_limit=pin_limit, ledger=ledger)
+    vae.set_tiling(True)
+    vae.set_slicing(True)
+    prompt = OffloadedPromptEncoder(
+        prompt_encoder,
+        [StreamedEncoder(m, device, ledger) for m in prompt_encoder.modules()],
+        device,
+    )
+    image = ImageEncoderFn(
+        image_encoder, StreamedEncoder(image_encoder.image_encoder, device, ledger), device
+    )
+    return prompt, image, OffloadedCodec(vae, device, ledger)
 
 
 def _load_transformer(directory: Path, dtype: torch.dtype) -> nn.Module:
@@ -135,38 +185,26 @@ def _load_transformer(directory: Path, dtype: torch.dtype) -> nn.Module:
 
 
 class RunHooks:
-    """What the pipeline calls at the start of a job and of each section (TeaCache, VRAM line)."""
+    """What the pipeline calls at the start of a job and of each section (TeaCache, VRAM plan)."""
 
     def __init__(
-        self,
-        transformer: nn.Module,
-        spec: ModelSpec,
-        dtype: torch.dtype,
-        device: torch.device,
-        options: LoadOptions,
+        self, transformer: nn.Module, spec: ModelSpec, plan: Any, sizes: Any, options: LoadOptions
     ) -> None:
         self.transformer = transformer
         self.spec = spec
-        self.dtype = dtype
-        self.device = device
-        self.low_vram = options.low_vram and device.type == "cuda"
+        self.plan = plan  # framepack.hunyuan.budget.MemoryPlan (CUDA), or None
+        self.sizes = sizes  # framepack.hunyuan.budget.JobSizes (CUDA), or None
         self.teacache_threshold = options.teacache
         self.teacache: Any = None  # framepack.hunyuan.teacache.TeaCache once installed
 
     def job_start(self, latent_hw: tuple[int, int], steps: int) -> None:
-        """Print the VRAM estimate (CUDA) and install TeaCache for `steps` steps per section."""
-        if self.device.type == "cuda":
-            from framepack.hunyuan.memory import estimate_vram, released_history_tokens
+        """Print the VRAM plan for this job's size (CUDA) and install TeaCache for `steps` steps."""
+        if self.plan is not None:
+            from framepack.hunyuan.budget import phases
 
-            estimate = estimate_vram(
-                self.transformer.config,
-                latent_hw,
-                self.spec.window,
-                released_history_tokens(latent_hw),
-                self.dtype,
-                "low-vram" if self.low_vram else "normal",
-            )
-            print(estimate, file=sys.stderr)
+            sizes = dataclasses.replace(self.sizes, latent_hw=latent_hw)
+            plan = dataclasses.replace(self.plan, phases=phases(sizes, self.plan.low_vram, self.plan.keep))
+            print(plan.summary(), file=sys.stderr)
         if self.teacache_threshold > 0:
             from framepack.hunyuan.teacache import TeaCache, install_teacache
 
@@ -184,47 +222,49 @@ class RunHooks:
 # ----------------------------------------------------------------------------- offloading
 
 
-@dataclass
 class ImageEncoderFn:
     """The pipeline's image-encoder callable: (B, 3, H, W) in [-1, 1] -> (B, N, 1152) features.
 
-    With `device`, the encoder is moved there for the call and back to the CPU afterwards.
+    With `streamed` (low-VRAM mode), SigLIP's layers stream to `device` one at a time.
     """
 
-    encoder: Any  # framepack.hunyuan.image.SiglipImageEncoder
-    device: torch.device | None = None
+    def __init__(self, encoder: Any, streamed: Any = None, device: torch.device | None = None) -> None:
+        self.encoder = encoder  # framepack.hunyuan.image.SiglipImageEncoder
+        self.streamed = streamed  # framepack.hunyuan.offload.StreamedEncoder
+        if streamed is not None:
+            encoder.execution_device = device
 
     def __call__(self, images: Tensor) -> Tensor:
-        if self.device is None:
+        if self.streamed is None:
             return self.encoder.encode(images)
-        from framepack.hunyuan.memory import on_device
-
-        with on_device(self.encoder.modules(), self.device):
+        with self.streamed.visit():
             return self.encoder.encode(images)
 
 
 class OffloadedPromptEncoder:
-    """A prompt encoder that lives on the CPU and visits `device` for each `encode`."""
+    """The prompt encoder with LLaMA and CLIP-L streamed to `device` layer by layer."""
 
-    def __init__(self, encoder: Any, device: torch.device) -> None:
+    def __init__(self, encoder: Any, streamed: list[Any], device: torch.device) -> None:
         self.encoder = encoder
-        self.device = device
+        self.streamed = streamed  # framepack.hunyuan.offload.StreamedEncoder, one per model
+        encoder.execution_device = device
 
     def encode(self, prompts: list[str]) -> Any:
-        from framepack.hunyuan.memory import on_device
-
-        with on_device(self.encoder.modules(), self.device):
+        with contextlib.ExitStack() as stack:
+            for streamed in self.streamed:
+                stack.enter_context(streamed.visit())
             return self.encoder.encode(prompts)
 
 
 class OffloadedCodec:
-    """The VAE `Codec`, resting on the CPU and moved to `device` for each encode / decode."""
+    """The VAE `Codec`, resting on the CPU and copied to `device` for each encode / decode."""
 
     crossfade_decode = True  # causal in time: decoded window by window (framepack.pipeline)
 
-    def __init__(self, vae: Any, device: torch.device) -> None:
+    def __init__(self, vae: Any, device: torch.device, ledger: Any = None) -> None:
         self.vae = vae
         self.device = device
+        self.ledger = ledger  # framepack.hunyuan.memory.Ledger
         self.latent_channels = vae.latent_channels
         self.time_factor = vae.time_factor
         self.space_factor = vae.space_factor
@@ -232,7 +272,7 @@ class OffloadedCodec:
     def _visit(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         from framepack.hunyuan.memory import on_device
 
-        with on_device([self.vae.vae], self.device):
+        with on_device([self.vae.vae], self.device, ledger=self.ledger):
             return fn(x)
 
     def encode(self, pixels: Tensor) -> Tensor:

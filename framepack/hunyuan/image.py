@@ -32,6 +32,7 @@ class SiglipImageEncoder:
     def __init__(self, image_encoder: Any, feature_extractor: Any) -> None:
         self.image_encoder = image_encoder.eval().requires_grad_(False)
         self.feature_extractor = feature_extractor
+        self.execution_device: torch.device | None = None  # where it computes when streamed
 
     @classmethod
     def from_dir(
@@ -59,7 +60,8 @@ class SiglipImageEncoder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.image_encoder.parameters()).device
+        """Where inputs go: the execution device when streamed (low-VRAM), else the weights'."""
+        return self.execution_device or next(self.image_encoder.parameters()).device
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -128,40 +129,100 @@ def _meta_block(config: TransformerConfig, kind: str) -> nn.Module:
 # ----------------------------------------------------------------------------- block streaming
 
 
-class BlockStreamer:
-    """Installed by `stream_blocks`; `remove()` puts the blocks back on `device` and unpatches."""
+def default_pin_limit() -> int:
+    """Pinned host memory allowed for resting blocks: a quarter of the machine's RAM, at most 8 GiB.
 
-    def __init__(self, blocks: list[nn.Module], device: torch.device, offload_device: torch.device) -> None:
+    Pinned (page-locked) memory copies to the GPU about twice as fast, but it cannot be swapped:
+    pinning all 24 GiB of blocks fails or swaps on a 32 GB desktop. Blocks past the limit rest in
+    ordinary memory.
+    """
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: be modest
+        ram = 16 * 2**30
+    return min(8 * 2**30, ram // 4)
+
+
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+class Ledger:
+    """Bytes of weights that streaming has put on the device: now, and the highest since `reset`."""
+
+    def __init__(self) -> None:
+        self.resident = 0
+        self.peak = 0
+
+    def add(self, nbytes: int) -> None:
+        self.resident += nbytes
+        self.peak = max(self.peak, self.resident)
+
+    def remove(self, nbytes: int) -> None:
+        self.resident -= nbytes
+
+    def reset(self) -> None:
+        self.peak = self.resident
+
+
+class BlockStreamer:
+    """Installed by `stream_blocks`; `remove()` puts the blocks back on `device` and unpatches.
+
+    Each block's forward copies its weights to `device` (always a new copy, so the resting copy
+    is never computed on), runs, and drops the copy. The first blocks' resting copies are pinned
+    up to `pin_limit` bytes (`pinned` says how many were).
+    """
+
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        device: torch.device,
+        offload_device: torch.device,
+        pin_limit: int | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.blocks = blocks
         self.device = device
         self.offload_device = offload_device
+        self.ledger = ledger or Ledger()
         self.transfers = 0  # blocks copied to `device` so far
+        self.pinned = 0  # bytes of pinned resting copies
         self._resting: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        pin = offload_device.type == "cpu" and device.type == "cuda"
+        can_pin = offload_device.type == "cpu" and device.type == "cuda"
+        limit = default_pin_limit() if pin_limit is None else pin_limit
         for block in blocks:
-            tensors = [*block.parameters(), *block.buffers()]
+            pin = can_pin and self.pinned + tensor_bytes(block) <= limit
             pairs = []
-            for t in tensors:
+            for t in (*block.parameters(), *block.buffers()):
                 rest = t.data.to(offload_device)
                 if pin:
                     rest = rest.pin_memory()
                 t.data = rest
                 pairs.append((t, rest))
+            self.pinned += tensor_bytes(block) if pin else 0
             self._resting[id(block)] = pairs
             block.forward = self._wrap(block, block.forward)
 
+    def resting(self) -> list[torch.Tensor]:
+        """The resting copies (what compute must never read)."""
+        return [rest for pairs in self._resting.values() for _, rest in pairs]
+
     def _wrap(self, block: nn.Module, forward: Callable[..., Any]) -> Callable[..., Any]:
         pairs = self._resting[id(block)]
+        nbytes = tensor_bytes(block)
 
         def streamed(*args: Any, **kwargs: Any) -> Any:
             for t, rest in pairs:
-                t.data = rest.to(self.device, non_blocking=True)
+                t.data = rest.to(self.device, non_blocking=rest.is_pinned(), copy=True)
             self.transfers += 1
+            self.ledger.add(nbytes)
             try:
                 return forward(*args, **kwargs)
             finally:
-                for t, rest in pairs:  # weights never change at inference: drop the GPU copy
+                for t, rest in pairs:  # weights never change at inference: drop the copy
                     t.data = rest
+                self.ledger.remove(nbytes)
 
         return streamed
 
@@ -178,37 +239,58 @@ def stream_blocks(
     device: torch.device | str,
     offload_device: torch.device | str = "cpu",
     block_lists: Iterable[str] = BLOCK_LISTS,
+    *,
+    keep: int = 0,
+    pin_limit: int | None = None,
+    ledger: Ledger | None = None,
 ) -> BlockStreamer:
     """Low-VRAM mode: keep `model`'s blocks on `offload_device`, stream each to `device` per call.
 
-    Every parameter outside the block lists is moved to `device`. Install before TeaCache (whose
-    skipped steps then copy nothing). Weights must not be changed while installed, except
-    through the resting copies (LoRA merging does exactly that and stays correct).
+    The first `keep` blocks (in call order) and every parameter outside the block lists are moved
+    to `device` for good (`ledger` counts them). Resting copies are pinned up to `pin_limit`
+    bytes (default `default_pin_limit()`). Install before TeaCache (whose skipped steps then copy
+    nothing). Weights must not be changed while installed, except through the resting copies
+    (LoRA merging does exactly that and stays correct).
     """
     device, offload_device = torch.device(device), torch.device(offload_device)
     blocks = [b for name in block_lists for b in getattr(model, name)]
-    block_ids = {id(t) for b in blocks for t in (*b.parameters(), *b.buffers())}
+    streamed = blocks[keep:]
+    ledger = ledger or Ledger()
+    streamed_ids = {id(t) for b in streamed for t in (*b.parameters(), *b.buffers())}
     for t in (*model.parameters(), *model.buffers()):
-        if id(t) not in block_ids:
+        if id(t) not in streamed_ids:
             t.data = t.data.to(device)
-    return BlockStreamer(blocks, device, offload_device)
+            ledger.add(t.numel() * t.element_size())
+    return BlockStreamer(streamed, device, offload_device, pin_limit, ledger)
 
 
 @contextlib.contextmanager
 def on_device(
-    modules: Iterable[nn.Module], device: torch.device | str, offload_device: torch.device | str = "cpu"
+    modules: Iterable[nn.Module],
+    device: torch.device | str,
+    offload_device: torch.device | str | None = None,
+    ledger: Ledger | None = None,
 ) -> Iterator[None]:
-    """Move `modules` to `device` for the block, then back to `offload_device` (and free the cache).
+    """Copy `modules`' weights to `device` for the block; afterwards they are where they were.
 
-    Used for the text and image encoders and the VAE, each needed once or once per section.
+    Used for the image encoder's and the VAE's whole weights, needed once per section at most.
+    The copy is dropped (no copy back: weights do not change at inference). `offload_device`
+    is accepted for compatibility and ignored: the resting copies stay where they are.
     """
-    modules = list(modules)
-    for m in modules:
-        m.to(device)
+    del offload_device
+    device = torch.device(device)
+    pairs = [(t, t.data) for m in modules for t in (*m.parameters(), *m.buffers())]
+    nbytes = sum(rest.numel() * rest.element_size() for _, rest in pairs)
+    for t, rest in pairs:
+        t.data = rest.to(device, copy=True)
+    if ledger is not None:
+        ledger.add(nbytes)
     try:
         yield
     finally:
-        for m in modules:
-            m.to(offload_device)
-        if torch.device(device).type == "cuda":
+        for t, rest in pairs:
+            t.data = rest
+        if ledger is not None:
+            ledger.remove(nbytes)
+        if device.type == "cuda":
             torch.cuda.empty_cache()

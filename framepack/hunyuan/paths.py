@@ -9,6 +9,8 @@ Three Hugging Face repositories make up a FramePack run:
   (CLIP-L), `tokenizer/`, `tokenizer_2/` (its `transformer/` is not needed);
 - `lllyasviel/flux_redux_bfl`: `image_encoder/` (SigLIP), `feature_extractor/`.
 
+`framepack download MODEL` (`framepack.hunyuan.download`) fetches exactly `Layout.files`.
+
 Each may be given as a plain directory (the repository's files) or found inside a Hugging Face
 cache (`models--org--name/snapshots/<hash>/...`, or a cache root / `HF_HOME` holding such
 folders). Nothing here touches the network. Problems raise `UserError` naming what was expected
@@ -28,13 +30,16 @@ from framepack.errors import UserError
 
 @dataclass(frozen=True)
 class Layout:
-    """A released repository: its id and, per part (subfolder, "" = top level), required files.
+    """A released repository: its id, per part (subfolder, "" = top level) the required files,
+    and the files the loaders read (glob patterns relative to the repository root).
 
-    A required name ending in "*.ext" means "at least one file with that extension".
+    A required name ending in "*.ext" means "at least one file with that extension". `files`
+    is what `framepack download` fetches (`allow_patterns`): nothing else of the repository.
     """
 
     repo_id: str
     parts: tuple[tuple[str, tuple[str, ...]], ...]
+    files: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -42,10 +47,33 @@ class Layout:
 
 
 _WEIGHTS = "*.safetensors"
+# What diffusers' and transformers' `from_pretrained(use_safetensors=True)` read: the config,
+# one safetensors file or its shards and their index (no .bin, no fp16 / fp32 variants).
+_DIFFUSERS_FILES = (
+    "config.json",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model-*-of-*.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+)
+_TRANSFORMERS_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
 
-TRANSFORMER_INVERTED = Layout("lllyasviel/FramePackI2V_HY", (("", ("config.json", _WEIGHTS)),))
-TRANSFORMER_F1 = Layout("lllyasviel/FramePack_F1_I2V_HY_20250503", (("", ("config.json", _WEIGHTS)),))
-HUNYUAN_VIDEO = Layout(
+
+def _under(folder: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{folder}/{n}" for n in names)
+
+
+TRANSFORMER_INVERTED = Layout(
+    "lllyasviel/FramePackI2V_HY", (("", ("config.json", _WEIGHTS)),), _DIFFUSERS_FILES
+)
+TRANSFORMER_F1 = Layout(
+    "lllyasviel/FramePack_F1_I2V_HY_20250503", (("", ("config.json", _WEIGHTS)),), _DIFFUSERS_FILES
+)
+HUNYUAN_VIDEO = Layout(  # its transformer/ (HunyuanVideo itself, ~25 GB) is not used
     "hunyuanvideo-community/HunyuanVideo",
     (
         ("vae", ("config.json", _WEIGHTS)),
@@ -54,13 +82,22 @@ HUNYUAN_VIDEO = Layout(
         ("tokenizer", ("tokenizer_config.json",)),
         ("tokenizer_2", ("tokenizer_config.json",)),
     ),
+    (
+        *_under("vae", _DIFFUSERS_FILES),
+        *_under("text_encoder", _TRANSFORMERS_FILES),
+        *_under("text_encoder_2", _TRANSFORMERS_FILES),
+        "tokenizer/*.json",  # tokenizer.json, tokenizer_config.json, special_tokens_map.json
+        "tokenizer_2/*.json",  # vocab.json, tokenizer_config.json, special_tokens_map.json
+        "tokenizer_2/merges.txt",
+    ),
 )
-FLUX_REDUX = Layout(
+FLUX_REDUX = Layout(  # its flux1-redux-dev.safetensors and image_embedder/ are not used
     "lllyasviel/flux_redux_bfl",
     (
         ("image_encoder", ("config.json", _WEIGHTS)),
         ("feature_extractor", ("preprocessor_config.json",)),
     ),
+    (*_under("image_encoder", _TRANSFORMERS_FILES), "feature_extractor/preprocessor_config.json"),
 )
 
 TRANSFORMERS_BY_MODEL = {"hunyuan-inverted": TRANSFORMER_INVERTED, "hunyuan-f1": TRANSFORMER_F1}
@@ -129,10 +166,11 @@ def candidates(root: Path, layout: Layout) -> list[Path]:
     return unique
 
 
-def find(layout: Layout, roots: list[Path]) -> Path:
+def find(layout: Layout, roots: list[Path], fetch: str | None = None) -> Path:
     """The first directory under `roots` that holds every required file of `layout`.
 
-    Raises UserError listing the expected files and each place searched (with what it lacked).
+    Raises UserError listing the expected files and each place searched (with what it lacked),
+    ending with `fetch`, the command that gets the files (default: `huggingface-cli download`).
     """
     looked: list[str] = []
     for root in roots:
@@ -145,10 +183,15 @@ def find(layout: Layout, roots: list[Path]) -> Path:
             looked.append(f"{path} (missing {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''})")
     expected = ", ".join(f"{sub}/{n}" if sub else n for sub, names in layout.parts for n in names)
     where = "; ".join(looked) if looked else ", ".join(str(r) for r in roots) + " (no such directory)"
-    raise UserError(
-        f"could not find {layout.repo_id} (expected {expected}); looked in: {where}. "
-        f"Download it (e.g. `huggingface-cli download {layout.repo_id}`) and pass its folder or the HF cache"
-    )
+    fetch = fetch or f"Download it (e.g. `huggingface-cli download {layout.repo_id}`) and pass its folder"
+    raise UserError(f"could not find {layout.repo_id} (expected {expected}); looked in: {where}. {fetch}")
+
+
+def download_command(model: str, model_dir: str | Path | None = None) -> str:
+    """The one command that fetches every file `locate(model, model_dir)` needs."""
+    if model_dir is None:
+        return f"framepack download {model}"
+    return f"framepack download {model} --dir {model_dir}"
 
 
 def locate(
@@ -173,10 +216,11 @@ def locate(
     def roots(explicit: str | Path | None) -> list[Path]:
         return [Path(explicit)] if explicit is not None else default_roots
 
+    fetch = f"Get the weights (about 40 GB) with: {download_command(model, model_dir)}"
     return ModelPaths(
-        transformer=find(TRANSFORMERS_BY_MODEL[model], roots(transformer_dir)),
-        hunyuan=find(HUNYUAN_VIDEO, roots(hunyuan_dir)),
-        redux=find(FLUX_REDUX, roots(redux_dir)),
+        transformer=find(TRANSFORMERS_BY_MODEL[model], roots(transformer_dir), fetch),
+        hunyuan=find(HUNYUAN_VIDEO, roots(hunyuan_dir), fetch),
+        redux=find(FLUX_REDUX, roots(redux_dir), fetch),
     )
 
 

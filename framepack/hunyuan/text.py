@@ -83,6 +83,7 @@ class HunyuanPromptEncoder:
         self.template = template
         self.crop_start = crop_start
         self.max_length = max_length
+        self.execution_device: torch.device | None = None  # where it computes when streamed
 
     @classmethod
     def from_dir(
@@ -139,7 +140,8 @@ class HunyuanPromptEncoder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.text_encoder.parameters()).device
+        """Where inputs go: the execution device when streamed (low-VRAM), else the weights'."""
+        return self.execution_device or next(self.text_encoder.parameters()).device
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> PromptEmbeds:
@@ -169,7 +171,7 @@ class HunyuanPromptEncoder:
             truncation=True,
             return_tensors="pt",
         ).input_ids
-        pooled = self.text_encoder_2(clip_ids.to(self.text_encoder_2.device), output_hidden_states=False)
+        pooled = self.text_encoder_2(clip_ids.to(device), output_hidden_states=False)
         return PromptEmbeds(states=states, mask=mask, pooled=pooled.pooler_output.to(device))
 
     def to(self, device: torch.device | str) -> HunyuanPromptEncoder:
@@ -178,5 +180,5 @@ class HunyuanPromptEncoder:
         return self
 
     def modules(self) -> list[torch.nn.Module]:
-        """The models, for offloading helpers (`framepack.hunyuan.memory.on_device`)."""
+        """The models, for offloading helpers (`framepack.hunyuan.offload.StreamedEncoder`)."""
         return [self.text_encoder, self.text_encoder_2]

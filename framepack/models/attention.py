@@ -23,7 +23,7 @@ AttentionFn = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-    """q, k, v: (B, S, H, D); mask: (B, 1, 1, S_k) bool (True = attend) or None -> (B, S, H, D)."""
+    """q, k, v: (B, S, H, D); mask: (B, 1, 1 or S_q, S_k) bool (True = attend) or None -> (B, S, H, D)."""
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
     )

@@ -226,14 +226,14 @@ class TokenRefiner(nn.Module):
             pooled = ((text * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)).to(text.dtype)
         temb = self.time_text_embed(timestep, pooled)
         x = self.proj_in(text)
-        key_mask = None
+        pair_mask = None
         if mask is not None:
-            # Valid tokens see valid tokens; token 0 is always visible so no row is empty.
-            key_mask = mask.clone()
-            key_mask[:, 0] = True
-            key_mask = key_mask[:, None, None, :]
+            # As the released code: valid tokens see valid tokens, padding sees only token 0
+            # (always visible, so no row is empty): (B, 1, L, L).
+            pair_mask = mask[:, None, :, None] & mask[:, None, None, :]
+            pair_mask[..., 0] = True
         for block in self.token_refiner.refiner_blocks:
-            x = block(x, temb, key_mask, attend)
+            x = block(x, temb, pair_mask, attend)
         return x
 
 

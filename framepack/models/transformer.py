@@ -304,20 +304,24 @@ class PackedTransformer(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Refined text with image tokens in front: (B, N + L', D) and its key mask (or None).
 
-        Text is cropped to the longest valid prefix over the batch (padding after it is never
-        attended, so this is exact); at batch size 1 only valid tokens are kept and no mask is
-        needed, as in the released code.
+        As the released code: the token refiner runs on the whole padded sequence with its mask,
+        and the padding is cropped afterwards (to the valid tokens at batch size 1, where no mask
+        is needed; to the longest valid prefix over the batch otherwise, exact since the padding
+        after it is never attended). Cropping before refining is the same in exact arithmetic but
+        rounds differently in bf16 (docs/hunyuan.md, Fidelity).
         """
         mask = text_mask.to(device=text_states.device, dtype=torch.bool)
-        if mask.shape[0] == 1 and not bool(mask.all()):
-            text_states, mask = text_states[:, mask[0]], mask[:, mask[0]]
-        else:
-            length = text_states.shape[1]
-            positions = torch.arange(1, length + 1, device=mask.device)
+        padded = not bool(mask.all())
+        text = self.context_embedder(
+            text_states, timestep, mask if padded else None, self._attend
+        )  # (B, L, D)
+        if mask.shape[0] == 1 and padded:
+            text, mask = text[:, mask[0]], mask[:, mask[0]]
+        elif padded:
+            positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
             valid_length = max(int((mask * positions).amax()), 1)
-            text_states, mask = text_states[:, :valid_length], mask[:, :valid_length]
+            text, mask = text[:, :valid_length], mask[:, :valid_length]
         cond_mask = None if bool(mask.all()) else mask
-        text = self.context_embedder(text_states, timestep, cond_mask, self._attend)  # (B, L', D)
         if image_embeds is None:
             return text, cond_mask
         if self.image_projection is None:
