@@ -9,7 +9,7 @@ from PIL import Image
 from framepack.cli import main
 from framepack.data.world_clips import WorldClips
 from framepack.data.world_script import prompted_velocity
-from framepack.eval.camera import following, global_shift
+from framepack.eval.camera import following, global_shift, step_following
 from framepack.eval.drift import drift_report, seam_ratio
 from framepack.eval.metrics import motion
 from framepack.eval.sheet import contact_sheet
@@ -55,6 +55,43 @@ def test_fast_pans_are_measured_over_shorter_gaps():
     auto, four = following(clip.frames, velocity), following(clip.frames, velocity, gap=4)
     assert auto["gap"] == 2 and auto["rate"] > 0.95  # 12 px per pair
     assert four["rate"] < 0.9  # 24 of 64 px per pair: the windowed frames overlap too little
+
+
+def _true_pan(index: int, direction: str, speed: float, frames: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out world's true clip of one caption from its script's start, and the prompted velocity."""
+    from framepack.data.world import World, render_clip
+    from framepack.data.world_script import Action, Script
+    from framepack.train.data import WorldSource
+
+    source = WorldSource(4.0, 64, 30, 7, 4, split="eval")
+    action = Action(direction, 2.0, speed)
+    world = World(source.dataset.clip_seed(index), source.dataset.config)
+    clip = render_clip(world, Script((action,), source._script(index).start), 64, 30, frames)
+    return clip.frames, prompted_velocity([(0.0, action.caption)], frames, 30)
+
+
+@pytest.mark.parametrize("speed", ["slowly", "steadily", "quickly"])  # 1.5, 3 and 5 px per frame
+def test_true_clips_follow_on_pairs_and_on_consecutive_frames_at_every_speed(speed):
+    from framepack.data.world_script import SPEEDS
+
+    pairs, steps = [], []
+    for index in range(3):
+        for direction in ("right", "down"):
+            frames, velocity = _true_pan(index, direction, SPEEDS[speed])
+            pairs.append(following(frames, velocity)["rate"])
+            step = step_following(frames, velocity)
+            assert step["gap"] == 1 and step["pairs"] == len(frames) - 1
+            steps.append(step["rate"])
+    assert np.mean(pairs) >= 0.9 and np.mean(steps) >= 0.95  # misses: objects on one-way land
+
+
+def test_step_following_catches_a_picture_that_moves_once_per_latent():
+    frames, velocity = _true_pan(0, "right", 90.0, frames=41)  # 3 px per frame
+    stepped = frames[(np.arange(41) // 4) * 4]  # stands still 3 frames, then jumps 12 px
+    assert following(stepped, velocity)["gap"] == 4
+    assert following(stepped, velocity)["rate"] >= 0.9  # pairs 4 apart see the right sum
+    assert step_following(frames, velocity)["rate"] >= 0.95
+    assert step_following(stepped, velocity)["rate"] <= 0.05  # 0 or 12 px, never 3
 
 
 def test_seam_ratio_known_values():

@@ -204,6 +204,21 @@ def test_section_caption_follows_the_timeline():
 # -- config ---------------------------------------------------------------------------------------
 
 
+def test_world_source_script_options_reach_the_scripts_and_default_to_training_scripts():
+    from framepack.data.world_script import random_script
+    from framepack.train.data import WorldSource
+
+    plain, pans = (
+        WorldSource(60.0, 16, 30, 3, 12),
+        WorldSource(60.0, 16, 30, 3, 12, script_options={"p_hold": 0}),
+    )
+    seeds = [plain.dataset.clip_seed(i) for i in range(12)]
+    assert [plain._script(i) for i in range(12)] == [random_script(s, 60.0, 30) for s in seeds]
+    assert all(a.direction != "hold" for i in range(12) for a in pans._script(i).actions)
+    assert any(a.direction == "hold" for i in range(12) for a in plain._script(i).actions)
+    assert pans.frames(0, [0])[0].shape == (3, 1, 16, 16)
+
+
 def test_presets_are_valid_and_round_trip_through_json(tmp_path):
     for name, config in PRESETS.items():
         path = tmp_path / f"{name}.json"

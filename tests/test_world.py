@@ -174,6 +174,22 @@ def test_random_scripts_sometimes_return():
     assert returns > 0
 
 
+def test_scripts_without_holds_never_hold_and_the_default_stream_is_unchanged():
+    import hashlib
+    import json
+
+    for seed in range(40):  # ~40% of default scripts start with holds; p_hold=0 has none
+        actions = random_script(seed, 60.0, 30, p_hold=0).actions
+        assert all(a.direction != "hold" for a in actions)
+        assert random_script(seed, 60.0, 30, p_hold=0).seconds == pytest.approx(60.0)
+    assert any(a.direction == "hold" for s in range(10) for a in random_script(s, 60.0, 30).actions)
+    digest = hashlib.sha256()  # the default scripts (training and eval data) as before p_hold=0 existed
+    for seed in range(300):
+        digest.update(json.dumps(random_script(seed, 60, 30).to_json()).encode())
+        digest.update(json.dumps(random_script(seed, 8, 30, speed_range=(20, 200)).to_json()).encode())
+    assert digest.hexdigest() == "1bef54a155728386e246449e698a1610f35f60e5a74795b7d6493d7f0dd1a044"
+
+
 def test_invalid_configs_and_scripts_raise():
     with pytest.raises(ValueError, match="num_objects"):
         WorldConfig(num_objects=len(OBJECT_COLOURS) + 1)

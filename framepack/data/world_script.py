@@ -241,8 +241,10 @@ def random_script(
 
     Action durations are whole frames at `fps`, drawn in [min_action, max_action] seconds; with
     probability `p_return` an action retraces the previous pan (so the camera revisits places),
-    with `p_hold` it holds still, otherwise it pans in a random direction at a named speed. The
-    start position is drawn in [-start_range, start_range) so clips see different places. With
+    with `p_hold` it holds still, otherwise it pans in a random direction at a named speed. An
+    action with no pan to retrace (the first, or one after a hold) holds with probability
+    `p_return + p_hold` (kept so that the default scripts stay as they were); with `p_hold=0` a
+    script never holds (a minute with pans throughout, issue 20). The start position is drawn in [-start_range, start_range) so clips see different places. With
     `speed_range` (lo, hi) in px/s a pan's speed is drawn uniformly from it instead of the named
     speeds (a codec's training data: every speed, not three); its caption names the nearest word.
     """
@@ -263,7 +265,7 @@ def random_script(
         if last_pan is not None and u < p_return:
             frames = min(round(last_pan.seconds * fps), total - used)
             action = Action(_OPPOSITE[last_pan.direction], frames / fps, last_pan.speed)
-        elif u < p_return + p_hold:
+        elif p_hold > 0 and u < p_return + p_hold:
             action = Action("hold", frames / fps, 0)
         else:
             direction = ("left", "right", "up", "down")[int(rng.integers(4))]

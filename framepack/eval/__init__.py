@@ -2,7 +2,10 @@
 
 `metrics` holds per-frame metrics (sharpness, luminance, saturation, histogram distance,
 motion) and helpers (psnr, palette_share); `drift` turns them into the paper's start-end
-contrast and seam spike ratios (`drift_report`).
+contrast and seam spike ratios (`drift_report`). Against known motion and known frames:
+`camera` (does the picture move as prompted, on pairs and on consecutive frames), `continuation`
+(frames against the true clip on the pixels still in view), `windows` (a long video against its
+true video, window by window), `revisit`, `codec` (a codec's held-out card).
 """
 
 from framepack.eval.drift import (

@@ -13,6 +13,11 @@ job", target 3: tol 0.5 px/frame). The gap is 4 frames, shorter for fast pans so
 moves by at most `MAX_SHIFT` pixels: at 6 px/frame a 4-frame pair moves 24 of 64 pixels, the
 windowed frames then overlap too little, and the world's own quick pans read as followed in
 only 0.72-0.83 of pairs.
+
+Issue 20 counts following twice: on those pairs (`following`), and on consecutive frames within
+`STEP_TOL` = 1 px per frame (`step_following`). A model that moves the picture once per 4-frame
+latent can pass the first (the pair's sum is right) and fails the second: between latents it
+stands still, at the boundary it jumps.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from framepack.eval.metrics import as_frames, luminance_map
 GAP = 4  # frames between the two frames of a pair (at most)
 TOL = 0.5  # pixels per frame
 MAX_SHIFT = 16.0  # pixels a pair may move (sets the gap of fast pans)
+STEP_TOL = 1.0  # pixels per frame, consecutive frames (issue 20: "no stepping")
 
 
 def pair_gap(velocity: np.ndarray) -> int:
@@ -104,3 +110,12 @@ def following(
         "peak": d[:, 2],
         "gap": gap,
     }
+
+
+def step_following(
+    frames: np.ndarray | torch.Tensor, velocity: np.ndarray, tol: float = STEP_TOL
+) -> dict[str, object]:
+    """How often consecutive frames move as prompted: `following` with gap 1 and `tol` pixels per
+    frame (the world's exact camera path rounds sub-pixel speeds per frame, e.g. 1.5 px/frame
+    steps 2, 1, 2, 1 pixels, within 0.5 of the prompt). Same inputs and result as `following`."""
+    return following(frames, velocity, gap=1, tol=tol)

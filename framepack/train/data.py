@@ -58,16 +58,27 @@ class WorldSource:
     uses the disjoint "eval" seed range).
 
     Only the frames a sample needs are rendered (its start frame and one window), so a sample
-    can sit anywhere in a video of `seconds`, at the cost of a short clip.
+    can sit anywhere in a video of `seconds`, at the cost of a short clip. `script_options` are
+    passed to `random_script` (e.g. `{"p_hold": 0}`: pans throughout); None keeps the default
+    scripts, those of training.
     """
 
     def __init__(
-        self, seconds: float, size: int, fps: float, seed: int, length: int, split: str = "train"
+        self,
+        seconds: float,
+        size: int,
+        fps: float,
+        seed: int,
+        length: int,
+        split: str = "train",
+        script_options: dict[str, Any] | None = None,
     ) -> None:
         from framepack.data.world_clips import WorldClips
 
         self.num_frames = max(1, round(seconds * fps))
-        self.dataset = WorldClips(self.num_frames, size, fps, split=split, length=length, seed=seed)
+        self.dataset = WorldClips(
+            self.num_frames, size, fps, split=split, length=length, seed=seed, script_options=script_options
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
