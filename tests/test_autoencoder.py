@@ -216,12 +216,13 @@ def test_latent_cache_windows_equal_the_encoded_frames_and_resume(tmp_path):
     codec = _codec()
     codec.path = "x"
     kw = {"videos": 3, "clip_latents": 3, "seconds": 2.0, "size": 16, "fps": 30.0, "seed": 1}
+    world = WorldSource(2.0, 16, 30.0, 1, 3)
     old = latent_cache.SHARD
     latent_cache.SHARD = 2
     try:
-        root = latent_cache.build_latent_cache(codec, tmp_path / "cache", **kw)
+        root = latent_cache.build_latent_cache(codec, tmp_path / "cache", world, **kw)
         (root / "shard-00001.json").unlink()  # an interrupted build: the second shard is redone
-        latent_cache.build_latent_cache(codec, tmp_path / "cache", **kw)
+        latent_cache.build_latent_cache(codec, tmp_path / "cache", world, **kw)
     finally:
         latent_cache.SHARD = old
     cached = latent_cache.LatentSource(root)
@@ -235,19 +236,21 @@ def test_latent_cache_windows_equal_the_encoded_frames_and_resume(tmp_path):
     latents, indices, timeline = cached.window(2, gen, follow_start=True, needed=2)
     assert latents.shape == (4, 3, 2, 2) and indices.tolist() == [0, 1, 2] and timeline
     with pytest.raises(UserError, match="other settings"):
-        latent_cache.build_latent_cache(codec, tmp_path / "cache", **(kw | {"videos": 5}))
+        latent_cache.build_latent_cache(codec, tmp_path / "cache", world, **(kw | {"videos": 5}))
 
 
 def test_a_model_trains_on_cached_latents(tmp_path):
     from framepack.train import latent_cache
     from framepack.train.config import PRESETS, DataConfig
+    from framepack.train.data import WorldSource
     from framepack.train.loop import train
 
     codec = _codec()
     codec.save(tmp_path / "ae")
     codec.path = str(tmp_path / "ae")
+    world = WorldSource(4.0, 16, 30.0, 0, 4)
     latent_cache.build_latent_cache(
-        codec, tmp_path / "cache", videos=4, clip_latents=6, seconds=4.0, size=16, fps=30.0
+        codec, tmp_path / "cache", world, videos=4, clip_latents=6, seconds=4.0, size=16, fps=30.0
     )
     data = DataConfig(kind="latents", path=str(tmp_path / "cache"), size=16, clip_latents=6, seconds=4.0)
     config = dataclasses.replace(PRESETS["tiny-test"], codec=codec.config(), data=data, steps=2)

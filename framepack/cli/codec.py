@@ -117,6 +117,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     from framepack.codecs.autoencoder import AutoencoderCodec
+    from framepack.train.data import WorldSource
     from framepack.train.latent_cache import build_latent_cache
 
     if args.videos < 1 or args.clip_latents < 1 or args.seconds <= 0 or args.size % 8 or args.fps <= 0:
@@ -136,8 +137,9 @@ def _cache(args: argparse.Namespace) -> int:
                 "bar", tqdm(total=total, initial=done - 1, desc="encoding", unit="video")
             ).update(1)
 
+    source = WorldSource(args.seconds, args.size, args.fps, args.seed, args.videos)
     root = build_latent_cache(
-        codec, args.out, videos=args.videos, clip_latents=args.clip_latents, seconds=args.seconds,
+        codec, args.out, source, videos=args.videos, clip_latents=args.clip_latents, seconds=args.seconds,
         size=args.size, fps=args.fps, seed=args.seed, progress=bar,
     )  # fmt: skip
     print(f"latent cache written to {root}")

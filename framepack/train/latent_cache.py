@@ -69,6 +69,7 @@ def encode_video(source: Any, codec: Codec, index: int, latents: int, seed: int)
 def build_latent_cache(
     codec: Codec,
     out: str | os.PathLike,
+    source: Any,
     *,
     videos: int,
     clip_latents: int,
@@ -78,9 +79,10 @@ def build_latent_cache(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Encode `videos` training-split world videos into `out` (resumes a partial build)."""
-    from framepack.train.data import WorldSource
-
+    """Encode the first `videos` videos of `source` into `out` (resumes a partial build).
+    `source` is the run's `framepack.train.data.WorldSource(seconds, size, fps, seed, videos)`
+    (any source with `num_frames` and `frames(index, frame_ids)`); the other arguments are what
+    `cache.json` records and a run's config is checked against."""
     root = Path(out)
     meta = {
         "codec": codec.config(),
@@ -99,7 +101,6 @@ def build_latent_cache(
         raise UserError(f"{root} is not empty and holds no latent cache; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / META_NAME, meta)
-    source = WorldSource(seconds, size, fps, seed, videos)
     for s, start in enumerate(range(0, videos, SHARD)):
         stem = root / f"shard-{s:05d}"
         if stem.with_suffix(".json").is_file():
