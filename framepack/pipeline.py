@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -492,11 +493,9 @@ class Job:
         device, dtype = self.components.device, self.components.dtype
         if section.levels:  # released layouts, index for index
             return released_context(latents, section.levels).to(device, dtype)
-        hist = [] if drop_history else list(section.history)  # nearest first
-        if (
-            self.schedule.ranking == "time"
-        ):  # only the nearest frames can be chosen: keep per-section work flat
-            hist = hist[: self.schedule.capacity]
+        # nearest first; with the time ranking only the nearest can be chosen: keep the work flat
+        keep = self.schedule.capacity if self.schedule.ranking == "time" else None
+        hist = [] if drop_history else list(islice(section.history, keep))
         noise = self.options.history_noise
         generator = section_generator(self.options.seed, f"history-{section.start}") if noise else None
         ctx = section_context(
