@@ -34,9 +34,8 @@ def check_types(cls: type, raw: Any, prefix: str = "") -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names), key=str)
     if unknown:
-        raise ValueError(
-            f"unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; allowed: {', '.join(names)}"
-        )
+        listed = ", ".join(repr(prefix + str(k)) for k in unknown)
+        raise ValueError(f"unknown field{'s' * (len(unknown) > 1)} {listed}; allowed: {', '.join(names)}")
     for name, value in raw.items():
         check_value(hints[name], value, prefix + name)
 

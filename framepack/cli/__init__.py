@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"framepack {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `framepack queue list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except MemoryError:
         print(
             f"framepack {args.command}: error: out of memory; ask for less (a shorter or smaller "
