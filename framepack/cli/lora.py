@@ -9,6 +9,7 @@ framepack lora memory  [--rank 32] [--bucket 384 512 640]            GPU memory 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
