@@ -61,7 +61,10 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that take our H.264 stre
 
 
 def check_output_path(
-    path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] | None = None
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] | None = None,
+    flag: str = "--out",
 ) -> Path:
     """Check that a file can be written at `path` before any work starts; return it as a Path.
 
@@ -70,7 +73,7 @@ def check_output_path(
     not exist or cannot take a new file (probed with a hidden temporary file, removed at once).
     """
     path = Path(path)
-    check_names([path], "output")
+    check_names([path], flag)
     if suffixes and path.suffix.lower() not in suffixes and not path.is_dir():
         raise UserError(
             f"output {path} must end in {', '.join(suffixes)}; e.g. {path.with_suffix(suffixes[0])}"

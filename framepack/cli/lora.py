@@ -191,7 +191,7 @@ def run_convert(args: argparse.Namespace) -> int:
         raise UserError(
             f"OUT {target} is the input file; give another output name (the input is never rewritten)"
         )
-    check_output_path(target, args.overwrite, (".safetensors",))  # exists, a folder, no folder...
+    check_output_path(target, args.overwrite, (".safetensors",), flag="OUT")  # exists, a folder, no folder...
     pairs, unknown = parse_lora(load_lora_file(args.input), released_module_names())
     if unknown or not pairs:
         example = unknown[0] if unknown else "-"
