@@ -229,11 +229,18 @@ TRAIN = ["train", "--preset", "tiny-test", "--no-progress", "--threads", "1"]
 
 
 def test_training_on_a_full_disk_and_its_export(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
     import framepack.model_bundle as bundles
+    import framepack.train.checkpoint as checkpoint
+
+    def full(tensors, path):  # what safetensors raises on a full disk
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     run = tmp_path / "run"
-    with disk_fails(monkeypatch, errno.ENOSPC, "step-0000002.safetensors"):
-        _refused(capsys, [*TRAIN, "--out", str(run), "--steps", "2"], "step-0000002.safetensors", "No space")
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    _refused(capsys, [*TRAIN, "--out", str(run), "--steps", "2"], "step-0000002.safetensors", "No space")
+    monkeypatch.undo()
     assert not _litter(run)
     assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0  # space again
     bundle = tmp_path / "bundle"
@@ -242,7 +249,7 @@ def test_training_on_a_full_disk_and_its_export(tmp_path, monkeypatch, capsys):
     real = bundles.os.replace
 
     def full(src, dst):  # the new bundle cannot be moved into place
-        if Path(dst) == bundle:
+        if Path(dst) == bundle and Path(src).name.endswith(".tmp"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
         real(src, dst)
 
@@ -482,3 +489,78 @@ def test_read_only_folders(read_only, tmp_path, capsys, lora_file):
     for argv, word in cases:
         _refused(capsys, argv, word)
     assert not _litter(tmp_path)
+
+
+# ------------------------------------------------------------------------- random files (hypothesis)
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _job_like(draw_options, draw_load, draw_rest) -> dict:
+    """A job file's JSON near the valid shape: the right keys with random values, or random keys."""
+    return {**HEAD, "id": "j", **draw_rest, "options": draw_options, "load": draw_load}
+
+
+_OPTION_KEYS = st.sampled_from(
+    ["seconds", "fps", "seed", "steps", "plan", "keyframes", "prompt", "cfg", "bogus"]
+)
+_JOB_FILES = _JSON | st.builds(
+    _job_like,
+    _JSON | st.dictionaries(_OPTION_KEYS, _JSON, max_size=3),
+    _JSON | st.dictionaries(st.sampled_from(["device", "loras", "bucket"]), _JSON, max_size=2),
+    st.dictionaries(
+        st.sampled_from(["status", "position", "attempts", "id", "progress", "frames"]), _JSON, max_size=3
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_JOB_FILES)
+def test_random_job_files_are_a_valid_job_or_a_one_line_reason(tmp_path, data):
+    from framepack.queue import JobQueue
+    from framepack.queue.store import read_job
+
+    folder = tmp_path / "queue"
+    folder.mkdir(exist_ok=True)
+    path = folder / "j.json"
+    path.write_text(json.dumps(data))
+    try:
+        job = read_job(path)
+    except ValueError as err:
+        assert str(err) and "\n" not in str(err)
+        assert JobQueue(tmp_path).broken()[0].file == "j.json"
+        return
+    job.generation_options(tmp_path / "j.mp4")  # a valid job builds its options
+    assert JobQueue(tmp_path).jobs()[0].id == "j"
+
+
+_CONFIG_KEYS = st.sampled_from(
+    ["seed", "model", "lr", "steps", "data", "layouts", "window", "codec", "ema_rampup"]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_JSON | st.dictionaries(_CONFIG_KEYS, _JSON, max_size=4))
+def test_random_training_and_lora_configs_are_valid_or_refused_in_one_line(tmp_path, data):
+    import argparse
+
+    from framepack.cli.lora import TRAIN_FIELDS, train_config
+    from framepack.train.config import load_config
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    flags = {k: None for k in [*TRAIN_FIELDS, "layouts", "low_vram", "gradient_checkpointing"]}
+    args = argparse.Namespace(**flags, config=str(path), out=str(tmp_path / "run"))
+    for read in (lambda: load_config(path), lambda: train_config(args, None)):
+        try:
+            read()
+        except UserError as err:
+            assert str(err) and "\n" not in str(err) and str(path) in str(err)
