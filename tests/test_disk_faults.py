@@ -564,3 +564,16 @@ def test_random_training_and_lora_configs_are_valid_or_refused_in_one_line(tmp_p
             read()
         except UserError as err:
             assert str(err) and "\n" not in str(err) and str(path) in str(err)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"section_boundaries": [10**40], "section_frames": 2}, {"section_frames": 1, "section_boundaries": list(range(1, 99999))},
+     {"section_frames": 10**30, "latent_boundaries": [2**64]}],
+)  # fmt: skip
+def test_eval_drift_on_metadata_that_claims_impossible_sections(tmp_path, capsys, claims):
+    from framepack.video import write_video
+
+    write_video(tmp_path / "v.mp4", np.zeros((8, 16, 16, 3), np.uint8), 30, metadata=claims)
+    assert main(["eval", "drift", str(tmp_path / "v.mp4")]) == 0
+    assert "motion" in capsys.readouterr().out
