@@ -31,7 +31,7 @@ DISK_ERRORS: dict[int, str] = {
     errno.ENAMETOOLONG: "choose a shorter name or a shorter folder path",
     errno.ENOTDIR: "a file stands where a folder should be; choose another location",
     errno.EISDIR: "a folder stands where a file should be; choose another name",
-    errno.ENOENT: "its folder does not exist (or was removed); create it or choose another location",
+    errno.ENOENT: "its folder does not exist or takes no new files; choose another location",
     errno.EIO: "the disk reported an input/output error; check it and run the command again",
     errno.ELOOP: "a symbolic link loops; choose another location",
     errno.EMLINK: "the folder holds too many entries; choose another location",
