@@ -35,6 +35,7 @@ import torch
 
 from framepack.codecs.base import Codec, codec_from_config
 from framepack.discretize import Codebook
+from framepack.disk import writing
 from framepack.errors import UserError
 from framepack.models import PackedTransformer
 from framepack.packing import parse_schedule
@@ -175,27 +176,39 @@ def save_bundle(
     out = Path(path)
     if out.exists() and not (out / META_NAME).is_file():
         raise UserError(f"{out} exists and is not a model bundle; a bundle replaces only a bundle")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        transformer.save_pretrained(tmp / TRANSFORMER_DIR)
-        text_encoder.save(tmp)
-        (tmp / CODEC_NAME).write_text(json.dumps(_save_codec(codec, tmp), indent=2) + "\n")
-        (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
-        if codebook is not None:
-            codebook.save(tmp / CODEBOOK_NAME)
-        if card is not None:
-            (tmp / "README.md").write_text(card)
-        if out.exists():  # an older bundle: swap it out, then remove it
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(out):  # what the disk refuses: one line naming the bundle; the old one is kept
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            transformer.save_pretrained(tmp / TRANSFORMER_DIR)
+            text_encoder.save(tmp)
+            (tmp / CODEC_NAME).write_text(json.dumps(_save_codec(codec, tmp), indent=2) + "\n")
+            (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+            if codebook is not None:
+                codebook.save(tmp / CODEBOOK_NAME)
+            if card is not None:
+                (tmp / "README.md").write_text(card)
+            _move_into_place(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished bundle `tmp` to `out`; an older bundle there is swapped out first and
+    put back if the rename fails, then removed."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_codec(codec: Codec, folder: Path) -> dict[str, Any]:

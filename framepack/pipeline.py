@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from framepack import __version__
 from framepack.components import Components, LoadOptions, load_components
 from framepack.conditioning import latent_time, prepare
 from framepack.context import STRATEGY_LAYOUT, released_context, section_context
+from framepack.disk import atomic_path, check_names, writing
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
 from framepack.packing import PackedContext, Schedule, parse_schedule
@@ -184,6 +186,38 @@ def check_job_files(out: Path, overwrite: bool) -> None:
             raise UserError(f"{path} already exists ({what} of another job); {hint} or choose another --out")
 
 
+def check_job_names(out: Path) -> None:
+    """Before any work: every file the job writes beside `out` (sidecar, resume data and its
+    parts) must have a name the file system can hold (UserError naming the longest)."""
+    parts = parts_path(out)
+    check_names(
+        [out, sidecar_path(out), resume_path(out), parts, parts / "section_00000.safetensors"], "--out"
+    )
+
+
+def check_resumable(out: Path) -> None:
+    """`--resume` needs the job's resume data (a job saves it when it starts): a finished video
+    is said to be finished, and nothing at all is refused (as `framepack train --resume`)."""
+    if resume_path(out).exists() or parts_path(out).exists():
+        return
+    if out.is_file() and _complete(out):
+        raise UserError(
+            f"{out} is already finished (its sidecar says complete and no resume data is left); "
+            "nothing to resume: run without --resume (and with --overwrite to make it again)"
+        )
+    raise UserError(
+        f"nothing to resume for {out}: no resume data ({resume_path(out).name}); "
+        "start the job without --resume"
+    )
+
+
+def _complete(video: Path) -> bool:
+    try:
+        return bool(json.loads(sidecar_path(video).read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def default_output_path() -> Path:
     return Path("outputs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.mp4"
 
@@ -227,10 +261,14 @@ class Job:
         if o.resume:
             if o.out is None:
                 raise UserError("--resume needs --out: the video whose job should be finished")
+            check_job_names(out)
+            check_resumable(out)
             return out
         if o.out is None:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            with writing(out.parent):
+                out.parent.mkdir(parents=True, exist_ok=True)
         check_output_path(out, o.overwrite, VIDEO_SUFFIXES)
+        check_job_names(out)
         check_job_files(out, o.overwrite)
         return out
 
@@ -376,6 +414,8 @@ class Job:
         """Sample the plan's sections in order, keeping each as it lands (Sec. 3's loop)."""
         latents, done = self._timeline()
         writer = self._writer()
+        if self.files is not None and not self.options.resume:
+            self.files.start(self.settings, self.options.seed)
         start = self._resume(latents, done, writer) if self.options.resume else 0
         steps = self.settings["steps"]
         if self.components.on_job_start is not None:
@@ -492,11 +532,9 @@ class Job:
         device, dtype = self.components.device, self.components.dtype
         if section.levels:  # released layouts, index for index
             return released_context(latents, section.levels).to(device, dtype)
-        hist = [] if drop_history else list(section.history)  # nearest first
-        if (
-            self.schedule.ranking == "time"
-        ):  # only the nearest frames can be chosen: keep per-section work flat
-            hist = hist[: self.schedule.capacity]
+        # nearest first; with the time ranking only the nearest can be chosen: keep the work flat
+        keep = self.schedule.capacity if self.schedule.ranking == "time" else None
+        hist = [] if drop_history else list(islice(section.history, keep))
         noise = self.options.history_noise
         generator = section_generator(self.options.seed, f"history-{section.start}") if noise else None
         ctx = section_context(
@@ -553,8 +591,12 @@ class Job:
 
     def _writer(self) -> VideoWriter:
         c = self.components
+        # --overwrite keeps the old video until the new one is complete (no in-progress copies)
+        progressive = self.options.resume or not (self.out and self.out.exists())
         file = (
-            VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames) if self.out else None
+            VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames, progressive)
+            if self.out
+            else None
         )
         return VideoWriter(c.codec, c.device, self.spec.window, file)
 
@@ -590,9 +632,6 @@ class Job:
         The writer sees the sections in their original order, so a cross-faded video (VAE
         codecs) is decoded exactly as in an uninterrupted run.
         """
-        if not self.files.exists():
-            logger.warning("nothing of %s was saved before it stopped; starting the job", self.out)
-            return 0
         next_section = self.files.next_section(self.settings)
         for section in self.plan.sections[:next_section]:
             shape = tuple(latents[:, :, section.start : section.stop].shape)
@@ -633,9 +672,11 @@ def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:
     from PIL import Image
 
     folder = Path(job.options.preview)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     strip = decode_preview(job.components.codec, x0, device=job.components.device)
-    Image.fromarray(strip).save(folder / f"section{section.step:04d}_step{step:03d}.png")
+    with atomic_path(folder / f"section{section.step:04d}_step{step:03d}.png") as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
 
 
 def load_settings(video: str | Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -145,7 +146,11 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (as every `to_json` here); `Plan.from_json` inverts it."""
-        return asdict(self)
+        data = asdict(replace(self, sections=()))
+        data["sections"] = [
+            {**asdict(replace(s, history=())), "history": list(s.history)} for s in self.sections
+        ]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -284,19 +289,22 @@ def make_plan(
     _check_mode(strategy, mode, prefix, end_image, anchors, spans, window)
 
     order = _order(strategy, spans, anchors)
-    available = set(known)
-    out: list[Section] = []
+    # made[t]: the step after which frame t is available (-1: known); shared by every section's
+    # History, so a plan's memory and time stay linear in its length.
+    made = array("q", [-1]) * total
+    for step, slot in enumerate(order):
+        made[spans[slot][0] : spans[slot][1]] = array("q", [step]) * (spans[slot][1] - spans[slot][0])
+    ends = [t for t in known if t >= prefix]  # keyframes and the end image
+    available, out = len(known), []
     for step, slot in enumerate(order):
         start, stop = spans[slot]
         prompt, image = _prompt_and_image(anchors, stop)
         if mode == "released":
-            section = _released_section(
-                strategy, step, slot, len(spans), start, stop, window, prefix, available
-            )
+            section = _released_section(strategy, step, slot, len(spans), start, stop, window, prefix, made)
         else:
-            section = _general_section(step, start, stop, prefix, known, images, available, history_limit)
+            section = _general_section(step, start, stop, prefix, ends, made, available, history_limit)
         out.append(replace(section, prompt=prompt, image_anchor=image))
-        available.update(range(start, stop))
+        available += stop - start
     return Plan(strategy, mode, window, total, tuple(known), anchors, tuple(out))
 
 
@@ -444,25 +452,67 @@ def _general_section(
     start: int,
     stop: int,
     prefix: int,
-    known: list[int],
-    images: list[int],
-    available: set[int],
+    ends: list[int],
+    made: array,
+    available: int,
     history_limit: int | None,
 ) -> Section:
     """True times: anchors are the start frame and the nearest keyframe/end image on each side."""
     anchors = {0} if prefix > 0 else set()
-    ends = [t for t in known if t >= prefix]  # keyframes and the end image
     before = [t for t in ends if t < start]
     after = [t for t in ends if t >= stop]
     anchors |= set(before[-1:]) | set(after[:1])
-
-    def distance(t: int) -> tuple[int, int]:
-        return (start - t, 0) if t < start else (t - stop + 1, 1)
-
-    history = sorted((t for t in available if t not in anchors), key=distance)
+    count = available - sum(1 for t in anchors if made[t] < step)
     if history_limit is not None:
-        history = history[:history_limit]
-    return Section(step, start, stop, tuple(range(start, stop)), tuple(sorted(anchors)), tuple(history))
+        count = min(count, history_limit)
+    history = History(made, step, start, stop, tuple(sorted(anchors)), count)
+    return Section(step, start, stop, tuple(range(start, stop)), tuple(sorted(anchors)), history)
+
+
+class History(Sequence[int]):
+    """A general-mode section's history: the frames available when it runs (known, or made by an
+    earlier step), anchors excluded, nearest first (`start - t` for earlier frames, `t - stop + 1`
+    for later ones; at equal distance the earlier frame first), at most `count` of them.
+
+    Computed on demand from the plan's shared `made` array (frame -> step that makes it, -1 for
+    known frames) rather than stored: every section of an hour at 120 fps holding its own tuple of
+    up to 100,000 frames took gigabytes; walking outward from the section costs O(distance).
+    """
+
+    def __init__(
+        self, made: array, step: int, start: int, stop: int, anchors: tuple[int, ...], count: int
+    ) -> None:
+        self._made, self._step, self._start, self._stop = made, step, start, stop
+        self._anchors, self._count = frozenset(anchors), count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        made, step, left, right = self._made, self._step, self._start - 1, self._stop
+        found = 0
+        while found < self._count and (left >= 0 or right < len(made)):
+            for t in (left, right):
+                if 0 <= t < len(made) and made[t] < step and t not in self._anchors:
+                    yield t
+                    found += 1
+                    if found == self._count:
+                        return
+            left, right = left - 1, right + 1
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"History({tuple(self)!r})" if self._count <= 20 else f"History(<{self._count} frames>)"
 
 
 def _released_section(
@@ -474,12 +524,12 @@ def _released_section(
     stop: int,
     window: int,
     prefix: int,
-    available: set[int],
+    made: array,
 ) -> Section:
     """The released layouts, index for index (SPEC sec. 5)."""
 
-    def frame(t: int) -> int | None:
-        return t if t in available else None
+    def frame(t: int) -> int | None:  # the frame if it is available when the section runs
+        return t if 0 <= t < len(made) and made[t] < step else None
 
     span = N1 + N2 + N4  # 19 history frames
     if strategy == "forward":

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from framepack.disk import writing
 from framepack.errors import UserError
 from framepack.video import atomic_path, settings_json
 
@@ -170,13 +171,19 @@ class SectionFiles:
         """Whether anything of the job was saved (the state, a part or the video)."""
         return self.state.exists() or self.parts.exists() or self.video.exists()
 
+    def start(self, settings: dict[str, Any], seed: int) -> None:
+        """Save the state of a job that has made nothing yet (`next_section` 0), so a job killed
+        before its first section resumes (from the start) like any other."""
+        save_state(self.state, ResumeState(next_section=0, settings=settings, seed=seed))
+
     def remove_litter(self) -> None:
         for tmp in self.parts.glob(".section_*.tmp*"):  # the parts folder is the job's own
             tmp.unlink(missing_ok=True)
 
     def save(self, step: int, latents: Tensor, settings: dict[str, Any], seed: int) -> None:
         """Save section `step`'s latents (1, C, n, h, w), then the state pointing past it."""
-        self.parts.mkdir(parents=True, exist_ok=True)
+        with writing(self.parts):
+            self.parts.mkdir(parents=True, exist_ok=True)
         save_part(self.part(step), latents)
         save_state(self.state, ResumeState(next_section=step + 1, settings=settings, seed=seed))
 

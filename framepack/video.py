@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 import tempfile
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
@@ -33,6 +32,8 @@ import av
 import numpy as np
 import torch
 
+from framepack.disk import atomic_path as atomic_path  # re-exported: writers import it from here
+from framepack.disk import check_names
 from framepack.errors import UserError
 
 # Container tag that holds the settings JSON (MP4 writes it as the `©cmt` atom).
@@ -42,44 +43,6 @@ METADATA_TAG = "comment"
 # --------------------------------------------------------------------------------------------
 # Atomic writes and output paths
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success move it over `path` atomically.
-
-    The temporary name is hidden (`.name.<random>.tmp<suffix>`) and keeps the suffix, so
-    writers that pick a format by extension (PyAV) still work. If the body raises, the
-    temporary file is removed and `path` is left exactly as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform/filesystem.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def remove_litter(path: str | os.PathLike) -> list[Path]:
@@ -98,7 +61,10 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that take our H.264 stre
 
 
 def check_output_path(
-    path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] | None = None
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] | None = None,
+    flag: str = "--out",
 ) -> Path:
     """Check that a file can be written at `path` before any work starts; return it as a Path.
 
@@ -107,6 +73,7 @@ def check_output_path(
     not exist or cannot take a new file (probed with a hidden temporary file, removed at once).
     """
     path = Path(path)
+    check_names([path], flag)
     if suffixes and path.suffix.lower() not in suffixes and not path.is_dir():
         raise UserError(
             f"output {path} must end in {', '.join(suffixes)}; e.g. {path.with_suffix(suffixes[0])}"

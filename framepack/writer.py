@@ -76,13 +76,16 @@ def generated_runs(done: Tensor) -> list[tuple[int, int]]:
 @dataclass(frozen=True)
 class VideoFile:
     """Where and how a job's video is written: path, frame rate, x264 quality, the settings
-    stored in its metadata and sidecar, and its exact frame count once complete."""
+    stored in its metadata and sidecar, and its exact frame count once complete.
+    progressive: write in-progress copies as sections land; False (a job replacing an older
+    video with --overwrite) writes the video only once complete, so the old one stays until then."""
 
     path: Path
     fps: float
     crf: int
     settings: dict[str, Any]
     frames: int
+    progressive: bool = True
 
 
 class VideoWriter:
@@ -129,6 +132,8 @@ class VideoWriter:
         now = time.perf_counter()
         if not final and now - self._last_write < WRITE_THROTTLE * self._write_cost:
             return
+        if not self.file.progressive and not bool(done.all()):
+            return  # the older video stays until this one is complete
         pixels = self.decode(latents, done)
         if pixels.shape[2] > self.file.frames and bool(done.all()):
             pixels = pixels[:, :, : self.file.frames]

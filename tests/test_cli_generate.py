@@ -70,7 +70,7 @@ def test_generate_flags(bundle, tmp_path):
         (["--keyframe", "abc"], "TIME=PATH"),
         (["--model", "nonexistent-model"], "unknown model"),
         (["--out", "/nonexistent-dir/v.mp4"], "does not exist"),
-        (["--resume", "--out", "VIDEO"], "no resume state"),  # a video exists: resume what?
+        (["--resume", "--out", "VIDEO"], "nothing to resume"),  # a video exists: resume what?
         (["--extend", "VIDEO", "--plan", "inverted"], "--plan forward"),
         (["--lora", "missing.safetensors"], "no such file"),
         (["--lora", "NOTIMAGE:nan"], "finite number"),

@@ -218,10 +218,26 @@ def test_killed_in_the_finishing_window_resume_writes_the_whole_video(tmp_path, 
     assert not resume_path(done.path).exists()
 
 
-def test_resume_before_anything_was_saved_starts_the_job(tmp_path):
+def test_resume_before_any_section_was_saved_starts_the_job(tmp_path, monkeypatch):
+    """A job saves its resume state (section 0) as it starts: killed before its first section,
+    it resumes from the start; with nothing of the job saved at all, --resume is refused (as
+    `framepack train --resume`)."""
+    from framepack.resume import SectionFiles
+
     pipe = FramePackPipeline(tiny_components())
     full = pipe.generate(make(tmp_path, out=str(tmp_path / "full.mp4")), progress=False)
-    done = pipe.generate(make(tmp_path, resume=True), progress=False)  # killed before any section
+    with pytest.raises(UserError, match="nothing to resume"):
+        pipe.generate(make(tmp_path, resume=True), progress=False)
+    assert not (tmp_path / "v.mp4").exists()
+
+    def killed(*args, **kwargs):  # the process dies before its first section is saved
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SectionFiles, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.generate(make(tmp_path), progress=False)
+    monkeypatch.undo()
+    done = pipe.generate(make(tmp_path, resume=True), progress=False)
     assert torch.equal(done.latents, full.latents) and done.frames == 16
 
 

@@ -143,7 +143,7 @@ def test_cli_train_refuses_bad_runs_and_configs(tmp_path, capsys):
     (tmp_path / "schedule.json").write_text('{"schedule": "bogus"}')
     (tmp_path / "codec.json").write_text('{"codec": {"kind": "x"}}')
     cases = [
-        (["--config", str(folder), "--out", str(tmp_path / "r")], "cannot read config file"),
+        (["--config", str(folder), "--out", str(tmp_path / "r")], "is a folder"),
         (["--config", str(tmp_path / "list.json"), "--out", str(tmp_path / "r")], "JSON object"),
         (
             ["--config", str(tmp_path / "schedule.json"), "--out", str(tmp_path / "r")],

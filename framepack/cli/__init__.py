@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -71,6 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"framepack {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `framepack queue list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        print(
+            f"framepack {args.command}: error: out of memory; ask for less (a shorter or smaller "
+            "video, a smaller batch) or free memory",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as err:  # what the disk refused where no writer named it (framepack.disk)
+        from framepack.disk import disk_error
+
+        refused = disk_error(err, doing="use")
+        if refused is None:
+            raise
+        print(f"framepack {args.command}: error: {refused}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

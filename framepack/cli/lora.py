@@ -9,11 +9,13 @@ framepack lora memory  [--rank 32] [--bucket 384 512 640]            GPU memory 
 from __future__ import annotations
 
 import argparse
-import json
+import re
 from pathlib import Path
 from typing import Any
 
 from framepack.errors import UserError
+
+MAX_WINDOW = 64  # latent frames per section `lora memory` estimates (the released models use 9)
 
 # train flags that map one to one onto LoraTrainConfig fields (None = not given)
 TRAIN_FIELDS: dict[str, tuple[type, str]] = {
@@ -88,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("input")
     convert.add_argument("output")
     convert.add_argument("--to", required=True, choices=("kohya", "diffusers"))
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
 
     memory = sub.add_parser("memory", help="GPU memory estimates of LoRA training on the 13B model")
     memory.add_argument("--rank", type=int, default=32)
@@ -126,27 +129,38 @@ def run_cache(args: argparse.Namespace) -> int:
 def train_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     """The run's config: saved (on resume) or --config JSON, then the flags given."""
     from framepack.lora_train.config import LoraTrainConfig
+    from framepack.schema import read_json_object
 
     raw: dict[str, Any] = dict(saved or {})
     if args.config:
-        try:
-            raw.update(json.loads(Path(args.config).read_text()))
-        except (OSError, ValueError) as err:
-            raise UserError(f"--config {args.config}: {err}") from None
+        raw.update(read_json_object(args.config, "--config", "LoraTrainConfig fields"))
     names = [*TRAIN_FIELDS, "layouts", "low_vram", "gradient_checkpointing"]
-    raw.update({k: getattr(args, k) for k in names if getattr(args, k) is not None})
+    flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    raw.update(flags)
     try:
         return LoraTrainConfig.from_dict(raw)
     except (ValueError, TypeError) as err:
-        raise UserError(str(err)) from None
+        key = next((k for k in flags if re.search(rf"\b{k}\b", str(err))), None)  # a flag's field
+        if key is not None:
+            source = "--" + key.replace("_", "-")
+        else:
+            source = f"--config {args.config}" if args.config else f"{Path(args.out) / 'config.json'}"
+        raise UserError(f"{source}: {err}") from None
 
 
 def run_train(args: argparse.Namespace) -> int:
     from framepack.lora_train.loop import Sources, locate_transformer, train_lora
+    from framepack.schema import read_json_object
     from framepack.train.distributed import Distributed
 
     saved_path = Path(args.out) / "config.json"
-    saved = json.loads(saved_path.read_text()) if args.resume and saved_path.is_file() else None
+    saved = None
+    if args.resume and saved_path.is_file():
+        saved = read_json_object(saved_path, "run config", "the run's config and sources")
+        if not isinstance(saved.get("config"), dict):
+            raise UserError(
+                f'run config {saved_path} holds no "config" object; restore the file or start over'
+            )
     config = train_config(args, saved["config"] if saved else None)
     cache = args.cache or (saved or {}).get("cache")
     if cache is None:
@@ -166,7 +180,18 @@ def run_train(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from framepack.lora import load_lora_file, parse_lora, released_module_names
     from framepack.lora_train.adapters import save_lora
+    from framepack.video import check_output_path
 
+    source, target = Path(args.input), Path(args.output)
+    if not source.is_file():
+        raise UserError(
+            f"LoRA file {source} does not exist" + (" (it is a folder)" if source.is_dir() else "")
+        )
+    if source.exists() and (target == source or (target.exists() and target.samefile(source))):
+        raise UserError(
+            f"OUT {target} is the input file; give another output name (the input is never rewritten)"
+        )
+    check_output_path(target, args.overwrite, (".safetensors",), flag="OUT")  # exists, a folder, no folder...
     pairs, unknown = parse_lora(load_lora_file(args.input), released_module_names())
     if unknown or not pairs:
         example = unknown[0] if unknown else "-"
@@ -182,6 +207,13 @@ def run_memory(args: argparse.Namespace) -> int:
     from framepack.lora_train.adapters import LoraSpec
     from framepack.lora_train.memory import memory_table
 
+    if not 1 <= args.window <= MAX_WINDOW:
+        raise UserError(f"--window must be between 1 and {MAX_WINDOW} latent frames, got {args.window}")
+    for bucket in args.bucket:
+        if not 16 <= bucket <= 4096:
+            raise UserError(f"--bucket must be between 16 and 4096 pixels, got {bucket}")
+    if not 1 <= args.rank <= 4096:
+        raise UserError(f"--rank must be between 1 and 4096, got {args.rank}")
     try:
         print(memory_table(tuple(args.bucket), LoraSpec(rank=args.rank, targets=args.targets), args.window))
     except ValueError as err:

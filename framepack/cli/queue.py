@@ -88,16 +88,27 @@ def _add(queue: Any, args: argparse.Namespace) -> int:
 
 
 def _list(queue: Any, *, as_json: bool) -> int:
-    for job in queue.jobs():
+    from framepack.options import GenerationOptions
+
+    jobs, broken = queue.scan()
+    for job in jobs:
         if as_json:
             print(json.dumps(job.to_json(), ensure_ascii=False))
             continue
-        done = f"{100 * job.progress.get('fraction', 0):3.0f}%" if job.status == "running" else ""
+        fraction = job.progress.get("fraction", 0)
+        fraction = fraction if isinstance(fraction, int | float) else 0
+        done = f"{100 * fraction:3.0f}%" if job.status == "running" else ""
         note = job.error or (str(queue.video(job)) if job.status == "done" else "")
         prompt = job.prompt or "(the model's prompt)"
         prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-        seconds, seed = job.options["seconds"], job.options["seed"]
+        seconds = job.options.get("seconds", GenerationOptions.seconds)
+        seed = job.options.get("seed", GenerationOptions.seed)
         print(f"{job.id}  {job.status:9s} {done:4s}  {seconds:g}s seed {seed}  {prompt}  {note}".rstrip())
+    for bad in broken:  # never run; named so they can be fixed or removed
+        if as_json:
+            print(json.dumps({"file": bad.file, "status": "broken", "error": bad.reason}, ensure_ascii=False))
+        else:
+            print(f"{bad.file}  broken: {bad.reason}")
     return 0
 
 

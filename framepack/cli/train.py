@@ -16,8 +16,10 @@ LoRAs for the released 13B models are trained by `framepack lora` (docs/lora.md)
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import signal
+import sys
 from pathlib import Path
 
 from framepack.errors import UserError
@@ -82,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _resolve_config(args: argparse.Namespace):
     from framepack.runtime import check_threads
-    from framepack.train.config import TrainConfig, load_config, preset
+    from framepack.train.config import load_config, preset
 
     saved = args.out / "config.json"
     if args.out.exists() and not args.out.is_dir():
@@ -92,7 +94,7 @@ def _resolve_config(args: argparse.Namespace):
     if args.resume:
         if args.preset or args.config:
             raise UserError("--resume reads the run's own config.json; drop --preset/--config")
-        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        config = load_config(saved)
     elif args.config is not None:
         config = load_config(args.config)
     elif args.preset is None:
@@ -125,6 +127,8 @@ def _resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from framepack.resume import StopFlag
+    from framepack.train.checkpoint import latest_checkpoint
     from framepack.train.loop import export_bundle, train
 
     if args.export is not None:
@@ -144,14 +148,28 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--init starts a new run; drop it with --resume")
     config = _resolve_config(args)
     rank0 = os.environ.get("RANK", "0") == "0"
-    run_dir = train(
-        config,
-        args.out,
-        resume=args.resume,
-        init=args.init,
-        add_levels=args.add_level,
-        progress=not args.no_progress,
-    )
+    one_process = os.environ.get("WORLD_SIZE", "1") == "1"
+    # Ctrl-C and SIGTERM: stop after the current step with a checkpoint (one process only)
+    with StopFlag(on_signal=None) if one_process else contextlib.nullcontext() as stop:
+        run_dir = train(
+            config,
+            args.out,
+            resume=args.resume,
+            init=args.init,
+            add_levels=args.add_level,
+            progress=not args.no_progress,
+            stop=stop,
+        )
+    if stop:
+        latest = latest_checkpoint(run_dir / "checkpoints")
+        step = int(latest.stem.split("-")[1]) if latest else 0
+        name = signal.Signals(stop.signum).name if stop.signum else "a stop request"
+        print(
+            f"framepack train: stopped by {name} after step {step} (checkpoint saved); continue with "
+            f"framepack train --out {args.out} --resume",
+            file=sys.stderr,
+        )
+        return 130
     if rank0:  # one line, not one per process under torchrun
         print(f"run finished: {run_dir} (bundle: {run_dir / 'bundle'})")
     from framepack.train.distributed import Distributed

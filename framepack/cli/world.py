@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from framepack.disk import atomic_path, check_names
 from framepack.errors import UserError
 
 MAX_SIZE = 1024  # a 10-s clip at 1024x1024 is 0.9 GB of frames in memory
@@ -64,11 +65,8 @@ def run(args: argparse.Namespace) -> int:
     num_frames = max(1, round(args.seconds * args.fps))
     clip = render_clip(World(args.seed), script, args.size, args.fps, num_frames)
 
-    try:
-        _write_mp4(out, clip.frames, args.fps, args.crf)
-        _write_text(truth_path, json.dumps(clip.to_json()))
-    except OSError as err:
-        raise UserError(f"cannot write {out}: {err.strerror or err}; choose a writable --out") from None
+    _write_mp4(out, clip.frames, args.fps, args.crf)  # atomic: a refusal names the file, leaves none
+    _write_text(truth_path, json.dumps(clip.to_json()))
     print(f"wrote {out} ({num_frames} frames, {args.size}x{args.size}, {args.fps:g} fps) and {truth_path}")
     print(f"captions: {format_timeline(clip.captions)}")
     return 0
@@ -89,6 +87,7 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError("--seconds * --fps exceeds 100000 frames; render a shorter clip")
     if args.out.suffix.lower() != ".mp4":
         raise UserError(f"--out must end in .mp4, got {args.out}")
+    check_names([args.out, args.out.with_suffix(".json")], "--out")
     parent = args.out.parent if str(args.out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"folder {parent} does not exist; create it or choose another --out")
@@ -97,25 +96,19 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
     """Encode frames uint8 (F, H, W, 3) as H.264 yuv420p MP4, written atomically."""
     import av
 
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())

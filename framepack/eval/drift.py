@@ -109,6 +109,12 @@ def seam_ratio(motion: np.ndarray, boundaries: Sequence[int], eps: float = SEAM_
     return float((motion[at].mean() + eps) / (motion[~at].mean() + eps))
 
 
+def _ratio_or_none(motion: np.ndarray, boundaries: Sequence[int]) -> float | None:
+    """`seam_ratio`, or None when the boundaries leave no seam or no frame between seams."""
+    inside = {int(b) for b in boundaries if 0 < int(b) <= motion.size}
+    return seam_ratio(motion, sorted(inside)) if 0 < len(inside) < motion.size else None
+
+
 def drift_report(
     frames: np.ndarray | torch.Tensor,
     fps: float,
@@ -139,13 +145,16 @@ def drift_report(
         metrics[name] = {**row, "unit": UNITS[name]}
     if boundaries is None and section_frames:
         boundaries = section_boundaries(len(frames), section_frames)
+    # a video's metadata may claim seams outside it, or at every frame: those give no ratio
     seams = seam_spikes(series["motion"], boundaries) if boundaries else None
-    if seams is not None:
+    ratio = _ratio_or_none(series["motion"], seams["boundaries"]) if seams else None
+    if seams is not None and ratio is not None:
         seams["section_frames"] = section_frames
-        seams["ratio"] = seam_ratio(series["motion"], seams["boundaries"])
-    latent = None
-    if latent_boundaries and any(0 < b < len(frames) for b in latent_boundaries):
-        latent = {"ratio": seam_ratio(series["motion"], latent_boundaries)}
+        seams["ratio"] = ratio
+    else:
+        seams = None
+    latent_ratio = _ratio_or_none(series["motion"], latent_boundaries or ())
+    latent = None if latent_ratio is None else {"ratio": latent_ratio}
     return {
         "frames": len(frames),
         "fps": float(fps),

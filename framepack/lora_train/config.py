@@ -14,6 +14,7 @@ from typing import Any
 
 from framepack.lora_train.adapters import TARGETS, LoraSpec
 from framepack.packing import parse_schedule
+from framepack.schema import check_finite, check_types
 
 MODELS = {"hunyuan-inverted": "inverted", "hunyuan-f1": "forward"}  # model -> its released layout
 MODES = ("released", "general")
@@ -83,6 +84,7 @@ class LoraTrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        check_finite(self)
         object.__setattr__(self, "layouts", tuple(self.layouts) or (MODELS.get(self.model, "inverted"),))
         _choice("model", self.model, tuple(MODELS))
         _choice("mode", self.mode, MODES)
@@ -123,10 +125,7 @@ class LoraTrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LoraTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown LoRA config fields {sorted(unknown)}; allowed: {sorted(known)}")
+        check_types(cls, raw)  # every key and type (framepack.schema), then the ranges
         return cls(**{**raw, "layouts": tuple(raw.get("layouts", ()))})
 
     def replace(self, **changes: Any) -> LoraTrainConfig:

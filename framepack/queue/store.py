@@ -25,7 +25,9 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -37,8 +39,10 @@ from typing import IO, Any
 import numpy as np
 
 from framepack.components import LoadOptions
+from framepack.disk import writing
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
+from framepack.schema import check_types
 from framepack.video import atomic_path, remove_litter
 
 FORMAT = "framepack-queue-job"
@@ -49,6 +53,7 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 # Options the queue chooses itself: a job writes <outputs>/<id>.mp4 and resumes when interrupted.
 QUEUE_OWNED = ("out", "overwrite", "resume", "preview")
+_JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass
@@ -82,11 +87,31 @@ class QueueJob:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> QueueJob:
-        if data.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} file")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_json(cls, data: Any, name: str | None = None) -> QueueJob:
+        """A job from its file's JSON, every field checked (framepack.schema): its types, its
+        status, its options (`GenerationOptions` fields and types) and load options, and its id
+        (a plain name, equal to the file's name `name` without `.json`). ValueError says what is
+        wrong, naming the key."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a job file must hold a JSON object, got {json.dumps(data)[:40]}")
+        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"not a {FORMAT} file of version {FORMAT_VERSION} (format, format_version)")
+        fields = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        check_types(cls, fields)
+        job = cls(**fields)
+        check_job_id(job.id)
+        if name is not None and job.id != name:
+            raise ValueError(f"id {job.id!r} differs from the file's name {name!r}; they must be equal")
+        if job.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {job.status!r}")
+        if not math.isfinite(job.position):
+            raise ValueError(f"position must be a finite number, got {job.position}")
+        owned = sorted(set(job.options) & set(QUEUE_OWNED))
+        if owned:
+            raise ValueError(f"options.{owned[0]} is chosen by the queue itself; remove it")
+        check_types(GenerationOptions, job.options, prefix="options.")
+        check_types(LoadOptions, job.load, prefix="load.")
+        return job
 
     def generation_options(self, video: Path) -> GenerationOptions:
         """The job's options writing `video` (resume and preview are set by the worker)."""
@@ -98,6 +123,39 @@ class QueueJob:
     def prompt(self) -> str:
         """The job's prompt or timeline, for listings."""
         return str(self.options.get("prompts") or self.options.get("prompt") or "")
+
+
+@dataclass(frozen=True)
+class BrokenJob:
+    """A job file that is not a valid job: its name in the queue folder and why."""
+
+    file: str
+    reason: str
+
+
+def read_job(path: Path) -> QueueJob:
+    """The job in the file `path`; ValueError (one line) for a file that is unreadable, not
+    UTF-8 JSON, or not a valid job (`QueueJob.from_json`)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ValueError(f"cannot read it ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ValueError("it is not UTF-8 text (UTF-16, or binary)") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"not valid JSON ({err}); half-written or edited by hand") from None
+    return QueueJob.from_json(data, path.name.removesuffix(".json"))
+
+
+def check_job_id(job_id: str) -> None:
+    """A job id names files in the queue folder: letters, digits, `-`, `_` and `.` (not first),
+    at most 100 characters; anything else (`../x`, `a/b`, "") is refused with a ValueError."""
+    if not (isinstance(job_id, str) and _JOB_ID.fullmatch(job_id)):
+        raise ValueError(
+            f"job id {job_id!r} is not a plain name (letters, digits, '-', '_', '.'; at most 100)"
+        )
 
 
 def new_job_id() -> str:
@@ -118,6 +176,11 @@ class JobQueue:
             raise UserError(f"--outputs {outputs} is a file; give the outputs folder")
         self.folder = self.outputs / "queue"
         self.inputs = self.folder / "inputs"
+        for folder in (self.folder, self.inputs):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(
+                    f"{folder} is a file where the queue keeps a folder; move it away or give another --outputs"
+                )
 
     # ------------------------------------------------------------------ paths
 
@@ -134,22 +197,43 @@ class JobQueue:
     # ------------------------------------------------------------------ reading
 
     def jobs(self) -> list[QueueJob]:
-        """Every job, in queue order (position, then creation)."""
+        """Every readable job, in queue order (position, then creation); broken files are left
+        out (`broken` lists them), never run."""
+        return self.scan()[0]
+
+    def broken(self) -> list[BrokenJob]:
+        """The job files that cannot be read as a job, each with the reason, by file name."""
+        return self.scan()[1]
+
+    def scan(self) -> tuple[list[QueueJob], list[BrokenJob]]:
+        """Every job file read: (the jobs in queue order, the broken files by name)."""
         if not self.folder.is_dir():
-            return []
-        jobs = []
-        for path in self.folder.glob("*.json"):
+            return [], []
+        jobs, broken = [], []
+        for path in sorted(self.folder.glob("*.json")):
             if path.name.startswith("."):  # a temporary file of an atomic write
                 continue
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                jobs.append(QueueJob.from_json(json.loads(path.read_text(encoding="utf-8"))))
-        return sorted(jobs, key=lambda j: (j.position, j.created, j.id))
+            try:
+                jobs.append(read_job(path))
+            except ValueError as err:
+                broken.append(BrokenJob(path.name, str(err)))
+        return sorted(jobs, key=lambda j: (j.position, j.created, j.id)), broken
 
     def get(self, job_id: str) -> QueueJob:
+        """The job `job_id` (UserError if there is none, or its file is broken)."""
+        try:
+            check_job_id(job_id)
+        except ValueError:
+            raise UserError(
+                f"no job {job_id!r} in {self.folder}; `framepack queue list` shows the jobs"
+            ) from None
         path = self.path(job_id)
-        if not job_id or "/" in job_id or not path.is_file():
+        if not path.is_file():
             raise UserError(f"no job {job_id!r} in {self.folder}; `framepack queue list` shows the jobs")
-        return QueueJob.from_json(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return read_job(path)
+        except ValueError as err:
+            raise UserError(f"job file {path.name} is broken ({err}); fix or remove it") from None
 
     def claim_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.claim"
@@ -210,7 +294,9 @@ class JobQueue:
 
     def write(self, job: QueueJob) -> None:
         """Replace the job's file atomically (temporary file + os.replace)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        check_job_id(job.id)  # never a file outside the queue folder
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
         job.updated = now()
         text = json.dumps(job.to_json(), indent=2, ensure_ascii=False) + "\n"
         with atomic_path(self.path(job.id)) as tmp, open(tmp, "x", encoding="utf-8") as f:
@@ -219,8 +305,10 @@ class JobQueue:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the queue's mutation lock (flock; released by the OS if the process dies)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+") as f:
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            f = open(self.folder / ".lock", "a+")  # noqa: SIM115 (closed below)
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -269,13 +357,15 @@ class JobQueue:
 
     def _keep_inputs(self, job_id: str, options: GenerationOptions) -> GenerationOptions:
         """Copy input images under queue/inputs (absolute paths), so the job outlives uploads."""
-        self.inputs.mkdir(parents=True, exist_ok=True)
+        with writing(self.inputs):
+            self.inputs.mkdir(parents=True, exist_ok=True)
 
         def keep(path: str | None, role: str) -> str | None:
             if path is None:
                 return None
             target = self.inputs / f"{job_id}-{role}{Path(path).suffix.lower() or '.png'}"
-            shutil.copyfile(path, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
             return str(target)
 
         keyframes = [(t, keep(p, f"keyframe{i}") or p) for i, (t, p) in enumerate(options.keyframes)]

@@ -16,6 +16,7 @@ on disk is refused with one line (and kept), never loaded. No pickles.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from framepack.disk import writing
 from framepack.errors import UserError
 
 _NAME = re.compile(r"^step-(\d{7,})\.json$")
@@ -52,10 +54,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     (several processes may write the same file: each uses its own temporary name)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with writing(path):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -113,7 +117,8 @@ def restore_rng(torch_state: Tensor, states: dict[str, Any]) -> None:
 
 def save_checkpoint(directory: Path, ckpt: Checkpoint) -> Path:
     """Write `ckpt` into `directory` atomically; returns the JSON path."""
-    directory.mkdir(parents=True, exist_ok=True)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
     stem = directory / f"step-{ckpt.step:07d}"
     optim_tensors, optim_meta = _flatten_optimizer(ckpt.optimizer)
     rng_torch, rng_json = capture_rng()
@@ -121,8 +126,13 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> Path:
     tensors |= {f"ema.{k}": v.detach().contiguous() for k, v in ckpt.ema.items()}
     tensors |= optim_tensors | {"rng.torch": rng_torch}
     tmp = stem.with_name(stem.name + ".safetensors.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, stem.with_suffix(".safetensors"))
+    try:
+        with writing(stem.with_suffix(".safetensors")):
+            save_file(tensors, str(tmp))
+            os.replace(tmp, stem.with_suffix(".safetensors"))
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     meta = {"step": ckpt.step, "optimizer": optim_meta, "rng": rng_json, "state": ckpt.state}
     meta["sha256"] = file_sha256(stem.with_suffix(".safetensors"))
     atomic_write_json(stem.with_suffix(".json"), meta)

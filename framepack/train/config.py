@@ -15,8 +15,10 @@ from typing import Any
 
 from framepack.codecs.base import CODEC_KINDS
 from framepack.errors import UserError
+from framepack.models.config import PRESETS as MODEL_PRESETS
 from framepack.packing import parse_schedule
 from framepack.sampling import PREDICTIONS
+from framepack.schema import check_finite, check_types, read_json_object
 
 LAYOUTS = ("forward", "inverted", "endpoints")
 DATA_KINDS = ("world", "videos", "latents")
@@ -53,6 +55,7 @@ class DataConfig:
     fps: int = 30
 
     def __post_init__(self) -> None:
+        check_finite(self, prefix="data.")
         if self.kind not in DATA_KINDS:
             raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
         if self.kind in ("videos", "latents") and not self.path:
@@ -146,6 +149,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        if self.model not in MODEL_PRESETS:
+            raise ValueError(f"model must be one of {', '.join(MODEL_PRESETS)}, got {self.model!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if isinstance(self.data, dict):
@@ -228,16 +234,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown training config fields {sorted(unknown)}; allowed: {sorted(known)}")
+        """A config from JSON: every key and type checked (framepack.schema), then the ranges."""
+        check_types(cls, raw)
         raw = dict(raw)
         if "data" in raw:
-            data_known = {f.name for f in dataclasses.fields(DataConfig)}
-            bad = set(raw["data"]) - data_known
-            if bad:
-                raise ValueError(f"unknown data config fields {sorted(bad)}; allowed: {sorted(data_known)}")
             raw["data"] = DataConfig(**raw["data"])
         return cls(**raw)
 
@@ -247,18 +247,7 @@ class TrainConfig:
 
 def load_config(path: Path) -> TrainConfig:
     """Read a JSON config; user mistakes become `UserError`."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"config file {path} does not exist; pass an existing JSON file to --config"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"config file {path} is not valid JSON ({err}); fix the file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read config file {path} ({err.strerror or err}); pass a JSON file") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"config file {path} must hold a JSON object of TrainConfig fields")
+    raw = read_json_object(path, "config file", "TrainConfig fields")
     try:
         return TrainConfig.from_dict(raw)
     except (TypeError, ValueError) as err:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from framepack.codecs.base import Codec, codec_from_config
 from framepack.discretize import Codebook, fit_codebook
+from framepack.disk import atomic_path
 from framepack.errors import UserError
 from framepack.model_bundle import BundleMeta, is_bundle, load_bundle, load_meta, save_bundle
 from framepack.models import PackedTransformer
@@ -56,7 +57,7 @@ from framepack.train.checkpoint import (
     save_checkpoint,
 )
 from framepack.train.components import Denoiser, build_denoiser, schedule_kernels, schedule_of, seeded
-from framepack.train.config import TrainConfig
+from framepack.train.config import TrainConfig, load_config
 from framepack.train.data import ClipSource, MicroBatch, draw_micro_batches, history_sample, make_source
 from framepack.train.distributed import Distributed, wrap
 from framepack.train.ema import EMA, ema_beta
@@ -271,9 +272,8 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 def truncate_log(path: Path, step: int) -> None:
     """Keep only log lines up to `step` (a killed run may have logged past its checkpoint)."""
     rows = [r for r in read_log(path) if r["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def full_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -458,8 +458,15 @@ def train(
     init: str | Path | None = None,
     add_levels: Sequence[tuple[int, int, int]] = (),
     progress: bool = True,
+    stop: Any = None,
 ) -> Path:
-    """Train (or resume, or finetune) and return the run directory. See the module docstring."""
+    """Train (or resume, or finetune) and return the run directory. See the module docstring.
+
+    stop: a `framepack.resume.StopFlag` (Ctrl-C, SIGTERM); once set, a one-process run ends
+    after the current step with a checkpoint of it (`--resume` continues exactly) and without
+    its bundle. Only a one-process run watches it (several processes would stop at different
+    steps); under torchrun Ctrl-C ends the processes and `--resume` starts at the last checkpoint.
+    """
     run = start(config, RunPaths(Path(run_dir)), resume=resume, init=init, add_levels=add_levels)
     config = run.config  # a finetune takes its model's history codebook size
     restore(run)
@@ -471,10 +478,12 @@ def train(
     try:
         while True:
             done = run.step >= config.steps
+            stopped = bool(stop) and not done and run.env.world == 1
             ledger.status(done)
-            if run.step > ledger.start_step and (run.step % config.checkpoint_every == 0 or done):
+            due = run.step % config.checkpoint_every == 0 or done or stopped
+            if run.step > ledger.start_step and due:
                 snapshot(run, ledger.seconds())
-            if done:
+            if done or stopped:
                 break
             batches = upcoming.result()
             upcoming = prefetch.submit(
@@ -495,7 +504,7 @@ def train(
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
         ledger.close()
-    if run.env.is_main:
+    if run.env.is_main and not stopped:
         export_bundle(run.paths.root, run.paths.bundle)
     run.env.barrier()
     return run.paths.root
@@ -521,6 +530,11 @@ def start(
         )
     # A run killed before its initial model was saved starts over from its own config.json.
     fresh = not (resume and paths.config.is_file() and (paths.model / "framepack.json").is_file())
+    if resume and fresh and (paths.log.is_file() or latest_checkpoint(paths.checkpoints) is not None):
+        raise UserError(
+            f"cannot resume {paths.root}: its model folder {paths.model} is missing but the run has "
+            "checkpoints and a log; restore the folder, or start a new run with another --out"
+        )
     if fresh and paths.root.exists() and any(paths.root.iterdir()) and not resume:
         raise UserError(
             f"run directory {paths.root} is not empty; pass --resume to continue it or pick a new --out"
@@ -540,7 +554,12 @@ def start(
         model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=config.weight_decay
     )
     if env.is_main:  # a killed process's temporary files: checkpoints, JSON and bundles half written
-        for tmp in [*paths.checkpoints.glob("*.tmp"), *paths.root.glob(".*.tmp"), *paths.root.glob(".*.old")]:
+        for tmp in [
+            *paths.checkpoints.glob("*.tmp"),
+            *paths.root.glob(".*.tmp"),
+            *paths.root.glob(".*.tmp.*"),
+            *paths.root.glob(".*.old"),
+        ]:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     return Session(config, paths, env, source, codec, model, wrapped, EMA(model), optimizer, fresh, codebook)
 
@@ -655,7 +674,7 @@ def export_bundle(
     latest = latest_checkpoint(paths.checkpoints)
     if latest is None:
         raise UserError(f"{paths.root} has no checkpoint to export; train first")
-    config = TrainConfig.from_dict(json.loads(paths.config.read_text()))
+    config = load_config(paths.config)
     initial = load_bundle(paths.model)
     model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
     ckpt = load_checkpoint(latest)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from framepack.disk import atomic_path
+
 
 def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing running mean over `window` values."""
@@ -50,6 +52,5 @@ def plot_loss(
         draw.text((left, height - bottom + 8), f"step {x0}", fill="black")
         draw.text((width - right - 90, height - bottom + 8), f"step {x1}", fill="black")
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
