@@ -299,3 +299,37 @@ def test_the_writer_decodes_a_growing_run_incrementally_and_exactly(kind):
     whole = VideoWriter(codec, "cpu", window=3).decode(latents, done)
     assert grown.shape == whole.shape == (1, 3, 37, 16, 16)
     assert torch.allclose(grown, whole, atol=1e-5)
+
+
+def test_difference_losses_see_blur_and_a_picture_that_holds_still_inside_a_latent():
+    from framepack.codecs.autoencoder_train import difference_loss
+
+    truth = _pan("steadily").permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+    assert difference_loss(truth, truth, 2) == 0 and difference_loss(truth, truth, 3) == 0
+    stepped = truth.clone()
+    for g in range(1, truth.shape[2], 4):
+        stepped[:, :, g : g + 4] = truth[:, :, min(g + 3, truth.shape[2] - 1)][:, :, None]
+    blurred = torch.nn.functional.avg_pool3d(truth, (1, 3, 3), stride=1, padding=(0, 1, 1))
+    assert difference_loss(stepped, truth, 2) > 1.5 * difference_loss(blurred, truth, 2)
+    assert difference_loss(blurred, truth, 3) > 0.01
+
+
+def test_init_starts_a_finetune_from_another_runs_weights(tmp_path):
+    from framepack.codecs.autoencoder_train import Run, _load_init
+    from framepack.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    train_codec(tmp_path / "a", dataclasses.replace(TINY, steps=2))
+    model = VideoAutoencoder(AutoencoderConfig(**TINY_MODEL))
+    (tmp_path / "b").mkdir()
+    _load_init(model, tmp_path / "a", Run(tmp_path / "b"))
+    ema = load_checkpoint(latest_checkpoint(tmp_path / "a" / "checkpoints")).ema
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items() if k in ema)
+    assert json.loads((tmp_path / "b" / "init.json").read_text())["checkpoint"] == "step-0000002.json"
+    wide = VideoAutoencoder(AutoencoderConfig(**(TINY_MODEL | {"width": 32})))
+    with pytest.raises(UserError, match="do not fit"):
+        _load_init(wide, tmp_path / "a", Run(tmp_path / "b"))
+    tuned = dataclasses.replace(TINY, steps=2, edge_weight=1.0, motion_weight=2.0)
+    codec = train_codec(tmp_path / "c", tuned, init=tmp_path / "a")
+    assert codec.card["training"]["steps"] == 2
+    with pytest.raises(UserError, match="--init starts a new run"):
+        train_codec(tmp_path / "c", init=tmp_path / "a", resume=True)

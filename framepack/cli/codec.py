@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--config", type=Path, help="JSON of CodecTrainConfig fields (default: the demo's)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--steps", type=int, help="total steps (on --resume: extend or shorten the run)")
+    t.add_argument("--init", type=Path, help="start from another run's latest EMA weights (a finetune)")
     t.add_argument("--export", action="store_true", help="only write --out/codec from the latest checkpoint")
     t.add_argument("--threads", type=int, default=None, help="intra-op threads (default: runtime default)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = None if args.resume else _read_config(args.config, args.steps)
     bar = _bar(args.quiet)
-    codec = train_codec(args.out, config, resume=args.resume, steps=args.steps, progress=bar)
+    codec = train_codec(args.out, config, resume=args.resume, steps=args.steps, init=args.init, progress=bar)
     print(f"codec written to {args.out / 'codec'}")
     print(json.dumps(codec.card, indent=2))
     return 0

@@ -57,6 +57,8 @@ class CodecTrainConfig:
     cooldown: int = 1000
     grad_clip: float = 1.0
     mse_weight: float = 1.0
+    edge_weight: float = 0.0
+    motion_weight: float = 0.0
     latent_noise: float = 0.05
     ema_halflife: float = 4000.0  # samples
     speed_range: tuple[float, float] = (0.0, 180.0)  # px/s
@@ -115,14 +117,28 @@ def draw_batch(config: CodecTrainConfig, step: int) -> Tensor:
     return torch.stack([clips[int(i)]["pixels"] for i in rng.integers(0, 1 << 40, config.batch_size)])
 
 
+def difference_loss(y: Tensor, x: Tensor, dim: int) -> Tensor:
+    """L1 between the differences of neighbours along `dim` of `y` and of `x` (a gradient
+    difference loss, Mathieu et al. 2016): along H or W it asks for the input's edges, not a blur
+    of them; along time for the input's frame-to-frame motion, not a picture that holds still
+    inside a latent and jumps at its boundary."""
+    return F.l1_loss(y.diff(dim=dim), x.diff(dim=dim))
+
+
 def loss_fn(model: VideoAutoencoder, pixels: Tensor, config: CodecTrainConfig, g: torch.Generator) -> Tensor:
-    """L1 + mse_weight * MSE of the reconstruction from latents with relative noise added."""
+    """L1 + mse_weight MSE + edge_weight (H and W differences) + motion_weight (frame differences)
+    of the reconstruction from latents with relative noise added. pixels (B, 3, F, H, W)."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
         z = model.encode(pixels)  # (B, C, T, h, w)
         noise = torch.randn(z.shape, generator=g, dtype=torch.float32).to(z.dtype)
         z = z + config.latent_noise * z.detach().float().std().to(z.dtype) * noise
         y = model.decode(z).float()  # (B, 3, F, H, W)
-    return F.l1_loss(y, pixels) + config.mse_weight * F.mse_loss(y, pixels)
+    loss = F.l1_loss(y, pixels) + config.mse_weight * F.mse_loss(y, pixels)
+    if config.edge_weight:
+        loss = loss + config.edge_weight * (difference_loss(y, pixels, 3) + difference_loss(y, pixels, 4))
+    if config.motion_weight:
+        loss = loss + config.motion_weight * difference_loss(y, pixels, 2)
+    return loss
 
 
 def lr_at(config: CodecTrainConfig, step: int) -> float:
@@ -179,15 +195,22 @@ def train_codec(
     *,
     resume: bool = False,
     steps: int | None = None,
+    init: str | Path | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> AutoencoderCodec:
     """Train (or resume) a run in `out`; returns the EMA codec with its held-out card, also saved
-    in `out/codec`. `progress(step, total, row)` is called after every logged step."""
+    in `out/codec`. `init` (a new run only) starts from the latest EMA weights of another run
+    (a finetune: fresh optimizer and schedule). `progress(step, total, row)` is called after
+    every logged step."""
     run = Run(Path(out))
+    if init is not None and resume:
+        raise UserError("--init starts a new run; drop it to --resume this one")
     config = run.start(config or CodecTrainConfig(), resume, steps)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # weight initialisation, without touching the caller's RNG
         model = VideoAutoencoder(AutoencoderConfig(**config.model))
+    if init is not None:
+        _load_init(model, Path(init), run)
     model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = EMA(model)
@@ -226,6 +249,19 @@ def train_codec(
             )
             prune_checkpoints(run.ckpts, config.keep_checkpoints)
     return export_codec(run.out)
+
+
+def _load_init(model: VideoAutoencoder, init: Path, run: Run) -> None:
+    """Load the latest EMA weights of run `init` (recorded in `run`'s `init.json`)."""
+    path = latest_checkpoint(init / "checkpoints")
+    if path is None:
+        raise UserError(f"--init {init}: no codec training checkpoint there")
+    try:
+        model.load_state_dict(load_checkpoint(path).ema)
+    except RuntimeError as err:
+        raise UserError(f"--init {init}: its weights do not fit this config's model ({err})") from None
+    if not (run.out / "init.json").is_file():
+        atomic_write_json(run.out / "init.json", {"init": str(init), "checkpoint": path.name})
 
 
 def _restore(
