@@ -54,9 +54,10 @@ def encode_video(source: Any, codec: Codec, index: int, latents: int, seed: int)
     far_ids = _window_frames(t, far_offset, latents)
     pixels, timeline = source.frames(index, first_ids + far_ids)  # (3, F1 + F2, H, W)
     n1 = len(first_ids)
-    with torch.no_grad():
-        first = codec.encode(pixels[None, :, :n1])[0]  # (C, 1 + L, h, w): start frame + window
-        far = codec.encode(pixels[None, :, n1:])[0, :, 1:]  # (C, L, h, w)
+    # bf16 autocast on the CPU: 2.5x faster than float32 here, and the cache stores bf16 anyway
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        first = codec.encode(pixels[None, :, :n1])[0].float()  # (C, 1 + L, h, w): start + window
+        far = codec.encode(pixels[None, :, n1:])[0, :, 1:].float()  # (C, L, h, w)
     return {
         "start": first[:, :1],
         "first": first[:, 1:],
