@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from framepack import __version__
-from framepack.components import Components, LoadOptions, load_components
+from framepack.components import BUILTIN_MODELS, Components, LoadOptions, load_components
 from framepack.conditioning import latent_time, prepare
 from framepack.context import STRATEGY_LAYOUT, released_context, section_context
 from framepack.errors import UserError
@@ -38,7 +38,8 @@ from framepack.packing import PackedContext, Schedule, parse_schedule
 from framepack.plans import Anchor, Plan, Section, plan_for_length
 from framepack.preview import decode_preview
 from framepack.progress import Progress
-from framepack.resume import SectionFiles, StopFlag, parts_path, resume_path, section_generator
+from framepack.resume import SectionFiles, StopFlag, load_state, parts_path, resume_path, section_generator
+from framepack.resume_options import given_fields, resumed_options
 from framepack.sampling import Velocity, cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
 from framepack.video import VIDEO_SUFFIXES, check_output_path, remove_litter, sidecar_path
 from framepack.writer import VideoFile, VideoWriter
@@ -106,6 +107,23 @@ class FramePackPipeline:
         """Load `"demo"` (bundled), `"hunyuan-inverted"`, `"hunyuan-f1"` or a model folder."""
         return cls(load_components(str(model), options))
 
+    def options_to_resume(self, options: GenerationOptions, given: Collection[str]) -> GenerationOptions:
+        """The options of the stopped job writing `options.out`, from its resume state (as
+        `resumed_options`: a `given` field that contradicts the state raises UserError). Without
+        a resume state the options stay as they are (the job starts, or `--resume` is refused)."""
+        path = resume_path(options.out)
+        if not path.is_file():
+            return options
+        settings = load_state(path).settings
+        model = settings.get("model")
+        if model != self.components.spec.name:
+            how = f"--model {model}" if model in BUILTIN_MODELS else "--model demo or the model's folder"
+            raise UserError(
+                f"{options.out} was made with model {model}, not {self.components.spec.name}; "
+                f"resume it with that model ({how})"
+            )
+        return resumed_options(options, settings, given, options.out)
+
     def __call__(self, options: GenerationOptions | None = None, **kwargs: Any) -> GenerationResult:
         return self.generate(options, **kwargs)
 
@@ -134,6 +152,8 @@ class FramePackPipeline:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if output_type != "mp4" and (options.resume or options.out):
             raise UserError(f"output_type {output_type!r} writes no file; drop out= and resume=")
+        if options.resume and options.out:  # the job's settings come from its resume state
+            options = self.options_to_resume(options, given_fields(options, overrides))
         options.validate()
         job = Job(self.components, options, write_files=output_type == "mp4")
         if stop is not None:

@@ -123,8 +123,11 @@ def test_existing_output_untouched(bundle, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path):
-    """A real process stopped by SIGTERM after its first section; --resume finishes it."""
+def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path, capsys):
+    """A real process stopped by SIGTERM after its first section; the command its stop message
+    prints (`--resume --out`, no other setting) finishes it, equal to an uninterrupted run; a
+    typed flag that contradicts the stopped job's settings is refused in one line naming it."""
+    import shlex
     import signal
     import subprocess
     import sys
@@ -132,39 +135,34 @@ def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path):
 
     import numpy as np
 
-    base = [sys.executable, "-m", "framepack", "generate", "--model", bundle, "--seconds", "6", "--quiet"]
+    flags = ["--model", bundle, "--seconds", "6", "--seed", "5", "--prompt", "the camera holds still"]
+    base = [sys.executable, "-m", "framepack", "generate", *flags, "--quiet"]
     stopped_out, full_out = tmp_path / "s.mp4", tmp_path / "f.mp4"
-    proc = subprocess.Popen([*base, "--out", str(stopped_out)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*base, "--out", str(stopped_out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     parts = tmp_path / "s.resume.safetensors.parts"
     deadline = time.time() + 120
     while not (parts.is_dir() and any(parts.iterdir())) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert stopped_out.exists() and (tmp_path / "s.resume.safetensors").exists()
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                bundle,
-                "--seconds",
-                "6",
-                "--quiet",
-                "--out",
-                str(stopped_out),
-                "--resume",
-            ]
-        )
-        == 0
-    )
-    assert main(["generate", "--model", bundle, "--seconds", "6", "--quiet", "--out", str(full_out)]) == 0
+    command = shlex.split(out.split("finish it with: ")[1])
+    assert command == ["framepack", "generate", "--model", bundle, "--resume", "--out", str(stopped_out)]
+
+    assert main([*command[1:], "--seconds", "5"]) == 2  # contradicts the job's 6 s: refused
+    err = capsys.readouterr().err.strip()
+    assert "--seconds 5 contradicts the job being resumed" in err and len(err.splitlines()) == 1, err
+    assert main(command[1:]) == 0  # exactly the printed command
+    assert main(["generate", *flags, "--quiet", "--out", str(full_out)]) == 0
     a, _ = read_video(stopped_out)
     b, _ = read_video(full_out)
     assert a.shape == b.shape == (48, 16, 16, 3)
     assert np.array_equal(a, b)
     assert not (tmp_path / "s.resume.safetensors").exists()
+    assert json.loads((tmp_path / "s.json").read_text())["seed"] == 5
 
 
 def test_lora_on_a_bundle_changes_the_video(bundle, tmp_path):

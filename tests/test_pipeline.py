@@ -92,6 +92,28 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         pipe.generate(make(tmp_path, resume=True, seed=5), progress=False)
 
 
+def test_resume_by_output_path_alone_takes_the_settings_from_the_state(tmp_path):
+    """`generate(resume=True, out=...)`: every setting from the resume state; an argument that
+    agrees is accepted, one that contradicts it (a keyword, even with the default's value, or
+    a non-default field of the options) is refused in one line naming it."""
+    pipe = FramePackPipeline(tiny_components())
+    options = make(tmp_path, seconds=3.0, seed=7, steps=2, prompt="the camera holds still", plan="forward")
+    full = pipe.generate(options, out=str(tmp_path / "full.mp4"), progress=False)
+    stop = StopAfter(3)  # 2 steps per section: stops inside the second section
+    with stop:
+        assert pipe.generate(options, progress=False, stop=stop, callback=stop.tick).stopped
+    out = str(tmp_path / "v.mp4")
+    for bad, flag in [({"seconds": 5.0}, "--seconds 5"), ({"prompt": "the camera pans right"}, "--prompt")]:
+        with pytest.raises(UserError, match=f"^{flag}.* contradicts the job being resumed") as err:
+            pipe.generate(resume=True, out=out, progress=False, **bad)  # keywords count as given
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"^--steps 3 contradicts"):
+        pipe.generate(GenerationOptions(resume=True, out=out, steps=3), progress=False)
+    done = pipe.generate(GenerationOptions(resume=True, out=out, seed=7), progress=False)  # agrees
+    assert not done.stopped and torch.equal(done.latents, full.latents)
+    assert read_metadata(done.path)["prompts"] == "0s: the camera holds still"
+
+
 def test_text_to_video_keyframes_and_end_image(tmp_path):
     pipe = FramePackPipeline(tiny_components(plan="endpoints"))
     end = write_image(tmp_path / "end.png", seed=3)

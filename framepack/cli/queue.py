@@ -82,7 +82,7 @@ def _add(queue: Any, args: argparse.Namespace) -> int:
             "`torchrun ... -m framepack generate --parallel N`, for many jobs one `queue run --device` per GPU"
         )
     load = load_options_from_args(args)
-    job = queue.add(options_from_args(args), model=args.model, load=load, front=args.front)
+    job = queue.add(options_from_args(args), model=args.model or "demo", load=load, front=args.front)
     print(f"{job.id}: queued -> {queue.video(job)}")
     return 0
 
