@@ -30,7 +30,7 @@ from torch import Tensor
 
 from framepack import __version__
 from framepack.components import BUILTIN_MODELS, Components, LoadOptions, load_components
-from framepack.conditioning import latent_time, prepare
+from framepack.conditioning import extension_prompt, latent_time, prepare
 from framepack.context import STRATEGY_LAYOUT, released_context, section_context
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
@@ -226,8 +226,13 @@ class Job:
         self.options = options
         self.fps = options.fps or self.spec.fps
         self.out = self._output_path() if write_files else None
+        if options.extend and options.prompt is None and options.prompts is None:
+            # continue with the prompt the video ends with (its sidecar), else the model's
+            options = dataclasses.replace(options, prompt=extension_prompt(options.extend))
+            self.options = options
         self.prompt_times = self._prompt_times()  # before the prompts are encoded
         self.cond = prepare(components, options)
+        self.prefix_frames = 0 if self.cond.source is None else self.cond.source.shape[2] - self.cond.existing_frames
         self.schedule = self._schedule()
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
@@ -287,7 +292,7 @@ class Job:
                 "will give a poor video (use --plan %s)",
                 spec.name, "/".join(spec.layouts), strategy, needs, spec.plan,
             )  # fmt: skip
-        frames = round(self.options.seconds * self.fps) + cond.existing_frames
+        frames = round(self.options.seconds * self.fps) + cond.existing_frames  # on the timeline
         try:
             plan = plan_for_length(
                 strategy,
@@ -303,8 +308,8 @@ class Job:
             raise UserError(f"--plan {strategy} with model {spec.name}: {err}") from None
         produced = codec.num_frames(plan.total)
         if spec.mode == "released" and cond.end is not None:
-            return plan, produced  # the end image is the last frame: keep every section whole
-        return plan, min(frames, produced)
+            return plan, produced + self.prefix_frames  # the end image is the last frame: keep sections whole
+        return plan, min(frames, produced) + self.prefix_frames
 
     def _prompt_times(self) -> dict[int, int]:
         """Latent frame -> timeline entry of every prompt change (UserError when two share one)."""
@@ -380,14 +385,17 @@ class Job:
         """First frames of every section and every latent after the first (`framepack eval
         drift` measures the seams there), in frames of the output video."""
         codec, frames = self.components.codec, self.frames
-        first = sorted({codec.num_frames(s.start) for s in self.plan.sections if s.start > 0})
+        shift = self.prefix_frames  # an extended video's frames before its latents' first
+
+        def frame(latent: int) -> int:
+            return codec.num_frames(latent) + shift
+
+        first = sorted({frame(s.start) for s in self.plan.sections if s.start > 0})
         return {
             "section_frames": codec.time_factor * self.spec.window,
             "latent_frames": codec.time_factor,
             "section_boundaries": [f for f in first if 0 < f < frames],
-            "latent_boundaries": [
-                f for f in map(codec.num_frames, range(1, self.plan.total)) if 0 < f < frames
-            ],
+            "latent_boundaries": [f for f in map(frame, range(1, self.plan.total)) if 0 < f < frames],
         }
 
     # ------------------------------------------------------------------ the loop
@@ -576,7 +584,8 @@ class Job:
         file = (
             VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames) if self.out else None
         )
-        return VideoWriter(c.codec, c.device, self.spec.window, file)
+        source = None if self.cond.source is None else (self.cond.source, self.cond.existing.shape[2])
+        return VideoWriter(c.codec, c.device, self.spec.window, file, source)
 
     def _keep(self, section: Section, x: Tensor, latents: Tensor, done: Tensor, writer: VideoWriter) -> None:
         """Put a sampled section on the timeline, save it (resumable) and update the video."""
