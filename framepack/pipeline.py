@@ -232,7 +232,9 @@ class Job:
             self.options = options
         self.prompt_times = self._prompt_times()  # before the prompts are encoded
         self.cond = prepare(components, options)
-        self.prefix_frames = 0 if self.cond.source is None else self.cond.source.shape[2] - self.cond.existing_frames
+        self.prefix_frames = (
+            0 if self.cond.source is None else self.cond.source.shape[2] - self.cond.existing_frames
+        )
         self.schedule = self._schedule()
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
