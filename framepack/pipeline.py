@@ -40,6 +40,7 @@ from framepack.preview import decode_preview
 from framepack.progress import Progress
 from framepack.resume import SectionFiles, StopFlag, load_state, parts_path, resume_path, section_generator
 from framepack.resume_options import given_fields, resumed_options
+from framepack.runtime import ensure_threads
 from framepack.sampling import Velocity, cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
 from framepack.video import VIDEO_SUFFIXES, check_output_path, remove_litter, sidecar_path
 from framepack.writer import VideoFile, VideoWriter
@@ -102,9 +103,14 @@ class FramePackPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, model: str | Path = "demo", options: LoadOptions | None = None
+        cls, model: str | Path = "demo", options: LoadOptions | None = None, *, threads: int | None = None
     ) -> FramePackPipeline:
-        """Load `"demo"` (bundled), `"hunyuan-inverted"`, `"hunyuan-f1"` or a model folder."""
+        """Load `"demo"` (bundled), `"hunyuan-inverted"`, `"hunyuan-f1"` or a model folder.
+
+        threads: torch's CPU threads for this process; None: the CLI's default (framepack.runtime:
+        `OMP_NUM_THREADS`, else half the cores, 1 to 8), unless an entry point already chose.
+        """
+        ensure_threads(threads)
         return cls(load_components(str(model), options))
 
     def options_to_resume(self, options: GenerationOptions, given: Collection[str]) -> GenerationOptions:

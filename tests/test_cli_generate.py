@@ -235,3 +235,20 @@ def _edit_meta(path, **changes):
 def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+
+
+def test_queue_run_shows_progress(bundle, tmp_path, capsys):
+    """`framepack queue run`: a line when a job starts and ends, and its progress (here, not a
+    terminal: one line per section; on a terminal tqdm's bars)."""
+    out = str(tmp_path / "out")
+    assert main(["queue", "add", "--outputs", out, "--model", bundle, "--seconds", "2", "--steps", "1"]) == 0
+    capsys.readouterr()
+    assert main(["queue", "run", "--outputs", out]) == 0
+    captured = capsys.readouterr()
+    sections = [line for line in captured.err.splitlines() if " done in " in line]
+    assert len(sections) >= 2 and sections[-1].endswith(f"({len(sections)}/{len(sections)} sections)")
+    assert sections[0].startswith("section 1 of ")
+    assert ": running (2s seed 31337  (the model's prompt))" in captured.out
+    assert "done (16 frames)" in captured.out
+    assert main(["queue", "run", "--outputs", out, "--quiet"]) == 0  # nothing waiting: nothing shown
+    assert " done in " not in capsys.readouterr().err

@@ -382,3 +382,24 @@ def test_generator_output_types_and_step_info(tmp_path):
         pipe.generate(make(tmp_path, out=None), output_type="gif", progress=False)
     with pytest.raises(UserError, match="writes no file"):
         pipe.generate(make(tmp_path), output_type="np", progress=False)
+
+
+def test_the_api_runs_on_the_clis_thread_default(monkeypatch):
+    """`from_pretrained` applies the CLI's thread policy (framepack.runtime): the default when no
+    entry point chose, `threads=` when given, and keeps what a worker's `--threads` chose."""
+    import framepack.runtime as runtime
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "_chosen", [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    try:
+        FramePackPipeline.from_pretrained("demo")
+        assert torch.get_num_threads() == 3 == runtime.default_threads()
+        FramePackPipeline.from_pretrained("demo", threads=1)
+        assert torch.get_num_threads() == 1
+        FramePackPipeline.from_pretrained("demo")  # chosen before (as `queue run --threads 1`): kept
+        assert torch.get_num_threads() == 1
+        with pytest.raises(UserError, match="threads= must be between 1 and 256, got 0"):
+            FramePackPipeline.from_pretrained("demo", threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -282,8 +282,13 @@ def test_queue_cli_without_a_browser(tmp_path, capsys):
     assert first.options["seed"] == 4 and second.prompt == "0s: a; 0.5s: b"
     assert main(["queue", "move", second.id, "--by", "-1", "--outputs", out]) == 0
     assert main(["queue", "cancel", first.id, "--outputs", out]) == 0
+    page = options_from_form(form(prompts=TWO_ROWS), tmp_path)  # the page's timeline: two lines
+    third = JobQueue(out).add(page)
+    capsys.readouterr()
     assert main(["queue", "list", "--outputs", out]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2].startswith(f"{second.id}  queued") and lines[-1].startswith(f"{first.id}  cancelled")
+    assert len(lines) == 3  # one line per job
+    assert lines[0].startswith(f"{second.id}  queued") and lines[1].startswith(f"{first.id}  cancelled")
+    assert lines[2] == f"{third.id}  queued          1s seed 7  0s: the camera pans left; 0.5s: it hold…"
     assert main(["queue", "retry", "nope", "--outputs", out]) == 2
     assert "no job 'nope'" in capsys.readouterr().err
