@@ -15,7 +15,7 @@ from torch import Tensor
 
 from framepack.components import Components
 from framepack.errors import UserError
-from framepack.options import GenerationOptions
+from framepack.options import GenerationOptions, keyframe_label
 from framepack.text.base import PromptEmbeds
 from framepack.timeline import PromptTimeline
 
@@ -141,7 +141,7 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
     _check_keyframe_latents(components, options.keyframes, fps)
     for seconds, path in options.keyframes:
         image = read_image(path)
-        check_image(image, f"--keyframe {seconds:g}={path}")
+        check_image(image, keyframe_label(seconds, path))
         pixels = to_pixels(image, size)
         t = latent_time(components, seconds, fps)
         cond.keyframes[t] = encode_frames(components, pixels)[:, :, :1]

@@ -42,7 +42,7 @@ from framepack.resume import SectionFiles, StopFlag, load_state, parts_path, res
 from framepack.resume_options import given_fields, resumed_options
 from framepack.runtime import ensure_threads
 from framepack.sampling import Velocity, cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
-from framepack.video import VIDEO_SUFFIXES, check_output_path, remove_litter, sidecar_path
+from framepack.video import VIDEO_SUFFIXES, atomic_path, check_output_path, remove_litter, sidecar_path
 from framepack.writer import VideoFile, VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -666,13 +666,15 @@ def history_guided(
 
 def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:
     """A decoded preview of the current estimate (`decode_preview`: the section's frames side
-    by side) as `section0003_step012.png` in the job's --preview folder."""
+    by side) as `section0003.png` in the job's --preview folder, replaced (atomically) at every
+    step: one file per section, the newest estimate, however many steps a job takes."""
     from PIL import Image
 
     folder = Path(job.options.preview)
     folder.mkdir(parents=True, exist_ok=True)
     strip = decode_preview(job.components.codec, x0, device=job.components.device)
-    Image.fromarray(strip).save(folder / f"section{section.step:04d}_step{step:03d}.png")
+    with atomic_path(folder / f"section{section.step:04d}.png") as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
 
 
 def load_settings(video: str | Path) -> dict[str, Any]:

@@ -66,7 +66,9 @@ def test_generate_flags(bundle, tmp_path):
         (["--image", "TINY"], "at least 32 pixels"),
         (["--image", "WIDE"], "aspect ratio"),
         (["--prompts", "0s: a; 2 seconds: b"], "entry 2"),
-        (["--keyframe", "5s=KEY"], "outside the video"),
+        (["--keyframe", "5s=KEY"], "--keyframe at 5s (KEY): 5s is outside the video (0 to 2s)"),
+        (["--keyframe", "1s=missing.png"], "--keyframe at 1s (missing.png): no such file"),
+        (["--keyframe", "1s=TINY"], "--keyframe at 1s (TINY): image is 8x8"),
         (["--keyframe", "abc"], "TIME=PATH"),
         (["--model", "nonexistent-model"], "unknown model"),
         (["--out", "/nonexistent-dir/v.mp4"], "does not exist"),
@@ -97,6 +99,8 @@ def test_bad_input_exit_2_one_line(bundle, tmp_path, capsys, extra, message):
     subst = {"NOTIMAGE": str(tmp_path / "not.png"), "TINY": str(tmp_path / "tiny.png")}
     subst |= {"WIDE": str(tmp_path / "wide.png"), "5s=KEY": f"5s={key}", "VIDEO": str(video)}
     subst |= {"1s=KEY": f"1s={key}", "1.03s=KEY": f"1.03s={key}"}
+    message = message.replace("(KEY)", f"({key})").replace("(TINY)", f"({subst['TINY']})")
+    subst |= {"1s=TINY": f"1s={subst['TINY']}"}
     extra = [subst.get(a, a) for a in extra]
     args = ["generate", "--model", bundle, "--seconds", "2", "--quiet", *extra]
     if "--out" not in extra:

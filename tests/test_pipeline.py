@@ -206,10 +206,25 @@ def test_released_mode_matches_official_layout(tmp_path):
     assert len(frames) == result.frames == 16
 
 
-def test_preview_writes_pngs(tmp_path):
+def test_preview_keeps_one_png_per_section(tmp_path):
+    """--preview: each section's newest estimate, replaced at every step (a long job does not
+    fill the folder with one file per step)."""
+    from PIL import Image
+
     pipe = FramePackPipeline(tiny_components())
-    pipe.generate(make(tmp_path, seconds=1.0, preview=str(tmp_path / "prev")), progress=False)
-    assert len(list((tmp_path / "prev").glob("*.png"))) >= 3
+    seen: list[list[str]] = []
+    folder = tmp_path / "prev"
+
+    def look(info):
+        seen.append(sorted(p.name for p in folder.glob("*")))
+
+    result = pipe.generate(make(tmp_path, seconds=2.0, preview=str(folder)), progress=False, callback=look)
+    sections = len(result.plan.sections)
+    assert sections >= 2 and len(seen) == 3 * sections  # 3 steps per section
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"section{i:04d}.png" for i in range(sections)]
+    with Image.open(folder / "section0000.png") as image:
+        assert image.size[1] == 16  # a strip of the section's 16x16 frames
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="finish the stopped job writing --out (its settings come from its resume data)",
     )
-    g.add_argument("--preview", metavar="DIR", help="write a decoded preview of each step's estimate here")
+    g.add_argument(
+        "--preview",
+        metavar="DIR",
+        help="keep a decoded preview of each section's newest estimate here (one PNG per section)",
+    )
     g.add_argument(
         "--crf", type=int, default=OPTS.crf, help=f"H.264 quality (0 best .. 51 worst, default {OPTS.crf})"
     )
