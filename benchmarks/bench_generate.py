@@ -10,6 +10,15 @@ Two measurements (docs/generation.md records the results):
     python benchmarks/bench_generate.py --mode budget --seconds 10 --repeats 3
     python benchmarks/bench_generate.py --mode flat --seconds 60 600
 
+3. `--mode threads`: wall time of a whole job on 1 and on 2 torch threads, interleaved
+   (1, 2, 1, 2, ...) so a changing load hits both alike; `--burn N` adds N busy processes for
+   the measurement (a loaded machine); the load average is recorded with each run.
+4. `--mode entry`: the README's two ways in, each a fresh process without `OMP_NUM_THREADS`:
+   `framepack generate` and the README's Python API example, interleaved; prints API / CLI.
+
+    python benchmarks/bench_generate.py --mode threads --seconds 2 --repeats 2 [--burn 2]
+    python benchmarks/bench_generate.py --mode entry --seconds 2 --repeats 2
+
 Time is measured by wrapping the transformer, the codec and the writers; the pipeline itself
 is not changed for the benchmark.
 """
@@ -19,7 +28,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,16 +107,83 @@ def run_job(
     return end - start, wall, model
 
 
+def burn() -> None:
+    """A busy process (the load of `--burn`)."""
+    while True:
+        pass
+
+
+def threads_mode(pipe: FramePackPipeline, args: argparse.Namespace, out: Path) -> dict:
+    """Whole jobs on 1 and 2 threads, interleaved; per thread count the wall times and load."""
+    burners = [multiprocessing.Process(target=burn, daemon=True) for _ in range(args.burn)]
+    for b in burners:
+        b.start()
+    rows: dict[int, list] = {1: [], 2: []}
+    try:
+        for _ in range(args.repeats):
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                load = os.getloadavg()[0]
+                wall, _, _ = run_job(pipe, args.seconds[0], out, args.plan, Timer())
+                rows[threads].append({"wall_s": round(wall, 2), "load_1min": round(load, 2)})
+                print(f"{threads} thread(s): {wall:.1f} s (load average {load:.2f})", flush=True)
+    finally:
+        for b in burners:
+            b.terminate()
+    medians = {t: statistics.median(r["wall_s"] for r in rows[t]) for t in rows}
+    print(
+        f"median 1 thread {medians[1]:.1f} s, 2 threads {medians[2]:.1f} s: 2/1 = {medians[2] / medians[1]:.2f}"
+    )
+    return {"cores": os.cpu_count(), "burn": args.burn, "runs": rows, "two_over_one": medians[2] / medians[1]}
+
+
+API_EXAMPLE = """
+from framepack.pipeline import FramePackPipeline
+from framepack.options import GenerationOptions
+
+pipe = FramePackPipeline.from_pretrained("demo")
+pipe.generate(GenerationOptions(seconds={seconds}, out={out!r}, overwrite=True), progress=False)
+"""
+
+
+def entry_mode(args: argparse.Namespace, tmp: Path) -> dict:
+    """The CLI and the README's API example as fresh processes (no OMP_NUM_THREADS), interleaved."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    seconds = args.seconds[0]
+    commands = {
+        "cli": [sys.executable, "-m", "framepack", "generate", "--seconds", f"{seconds:g}", "--quiet",
+                "--overwrite", "--out", str(tmp / "cli.mp4")],
+        "api": [sys.executable, "-c", API_EXAMPLE.format(seconds=seconds, out=str(tmp / "api.mp4"))],
+    }  # fmt: skip
+    walls: dict[str, list[float]] = {"cli": [], "api": []}
+    for _ in range(args.repeats):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+            walls[name].append(round(time.perf_counter() - start, 2))
+            print(f"{name}: {walls[name][-1]:.1f} s (load average {os.getloadavg()[0]:.2f})", flush=True)
+    ratio = statistics.median(walls["api"]) / statistics.median(walls["cli"])
+    print(f"API / CLI wall time (medians): {ratio:.2f}")
+    return {"cores": os.cpu_count(), "walls_s": walls, "api_over_cli": ratio}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--mode", choices=["flat", "budget"], default="budget")
+    parser.add_argument("--mode", choices=["flat", "budget", "threads", "entry"], default="budget")
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plan", default=None)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--burn", type=int, default=0, help="--mode threads: busy processes beside it")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
+    if args.mode == "entry":
+        with tempfile.TemporaryDirectory() as tmp:
+            results = entry_mode(args, Path(tmp))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -113,7 +193,9 @@ def main() -> None:
     results: dict = {"model": args.model, "mode": args.mode, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.mp4"
-        if args.mode == "budget":
+        if args.mode == "threads":
+            results.update(threads_mode(pipe, args, out))
+        elif args.mode == "budget":
             for seconds in args.seconds:
                 walls, parts = [], []
                 for _ in range(args.repeats):

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from framepack.components import Components
 from framepack.errors import UserError
-from framepack.options import GenerationOptions
+from framepack.options import GenerationOptions, keyframe_label
 from framepack.text.base import PromptEmbeds
 from framepack.timeline import PromptTimeline
 
@@ -32,7 +32,10 @@ class Conditioning:
     start:        (1, C, 1, h, w) start-image latent, or None (text-to-video).
     end:          (1, C, 1, h, w) end-image latent, or None.
     keyframes:    latent time -> (1, C, 1, h, w).
-    existing:     (1, C, T, h, w) latents of a video being extended, or None.
+    existing:     (1, C, T, h, w) latents of a video being extended, or None: its last
+                  `existing_frames` frames (a causal codec's 1 + k * time_factor).
+    source:       (1, 3, F, H, W) every frame of the video being extended, in [-1, 1]; the
+                  output starts with them unchanged (the latents cover the last frames only).
     image_embeds: image-encoder tokens of the start image (and per keyframe), released models;
                   with an end image, the average of the start and end images' tokens.
     """
@@ -46,6 +49,7 @@ class Conditioning:
     keyframes: dict[int, Tensor] = field(default_factory=dict)
     existing: Tensor | None = None
     existing_frames: int = 0
+    source: Tensor | None = None
     image_embeds: Tensor | None = None
     keyframe_embeds: dict[int, Tensor] = field(default_factory=dict)
 
@@ -137,7 +141,7 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
     _check_keyframe_latents(components, options.keyframes, fps)
     for seconds, path in options.keyframes:
         image = read_image(path)
-        check_image(image, f"--keyframe {seconds:g}={path}")
+        check_image(image, keyframe_label(seconds, path))
         pixels = to_pixels(image, size)
         t = latent_time(components, seconds, fps)
         cond.keyframes[t] = encode_frames(components, pixels)[:, :, :1]
@@ -150,14 +154,31 @@ def prepare(components: Components, options: GenerationOptions) -> Conditioning:
         clip = np.stack([_fit(f, size) for f in frames])
         pixels = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
         keep = components.codec.num_frames(components.codec.num_latents(pixels.shape[2]))
-        if keep > pixels.shape[2]:  # causal codecs take 1 + k * time_factor frames: drop the oldest
+        if keep > pixels.shape[2]:  # causal codecs take 1 + k * time_factor frames: the history
+            # starts after the oldest frames (the output keeps them, from `source`)
             keep = components.codec.num_frames(components.codec.num_latents(pixels.shape[2]) - 1)
+        cond.source = pixels
         pixels = pixels[:, :, pixels.shape[2] - keep :]
         cond.existing = encode_frames(components, pixels)
         cond.existing_frames = keep
         if cond.image_embeds is None and components.image_encoder is not None:
             cond.image_embeds = _image_embeds(components, pixels[:, :, -1:])
     return cond
+
+
+def extension_prompt(video: str) -> str | None:
+    """The prompt a video ends with, from its FramePack sidecar (the last entry of its prompt
+    timeline); None when it has no readable sidecar (another program's video)."""
+    import json
+
+    from framepack.timeline import parse_timeline
+    from framepack.video import sidecar_path
+
+    try:
+        text = json.loads(sidecar_path(video).read_text()).get("prompts")
+        return parse_timeline(text).entries[-1][1] if text else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def _check_keyframe_latents(components: Components, keyframes: list[tuple[float, str]], fps: float) -> None:

@@ -124,10 +124,11 @@ class GenerationOptions:
         for time, path in self.keyframes:
             if not 0 <= time <= self.seconds:
                 raise UserError(
-                    f"--keyframe {time:g}={path}: time is outside the video (0 to {self.seconds:g}s)"
+                    f"{keyframe_label(time, path)}: {time:g}s is outside the video (0 to "
+                    f"{self.seconds:g}s); give a time within it, or a longer --seconds"
                 )
             if not Path(path).is_file():
-                raise UserError(f"--keyframe {time:g}={path}: no such file")
+                raise UserError(f"{keyframe_label(time, path)}: no such file")
         if self.no_image and self.image is not None:
             raise UserError("--no-image asks for text-to-video but --image gives a start image; drop one")
         if self.preview is not None:
@@ -152,6 +153,12 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates: undecodable bytes passed through by Python
         return False
     return True
+
+
+def keyframe_label(seconds: float, path: str) -> str:
+    """How a message names a keyframe: `--keyframe at 4s (pose.png)` (not the flag's `4=pose.png`,
+    which reads as an equation)."""
+    return f"--keyframe at {seconds:g}s ({path})"
 
 
 def parse_keyframe(text: str) -> tuple[float, str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from framepack import __version__
-from framepack.components import Components, LoadOptions, load_components
-from framepack.conditioning import latent_time, prepare
+from framepack.components import BUILTIN_MODELS, Components, LoadOptions, load_components
+from framepack.conditioning import extension_prompt, latent_time, prepare
 from framepack.context import STRATEGY_LAYOUT, released_context, section_context
 from framepack.disk import atomic_path, check_names, writing
 from framepack.errors import UserError
@@ -40,7 +40,9 @@ from framepack.packing import PackedContext, Schedule, parse_schedule
 from framepack.plans import Anchor, Plan, Section, plan_for_length
 from framepack.preview import decode_preview
 from framepack.progress import Progress
-from framepack.resume import SectionFiles, StopFlag, parts_path, resume_path, section_generator
+from framepack.resume import SectionFiles, StopFlag, load_state, parts_path, resume_path, section_generator
+from framepack.resume_options import given_fields, resumed_options
+from framepack.runtime import ensure_threads
 from framepack.sampling import Velocity, cfg_velocity, get_sigmas, sample_euler, sample_unipc, x0_to_velocity
 from framepack.video import VIDEO_SUFFIXES, check_output_path, remove_litter, sidecar_path
 from framepack.writer import VideoFile, VideoWriter
@@ -103,10 +105,32 @@ class FramePackPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, model: str | Path = "demo", options: LoadOptions | None = None
+        cls, model: str | Path = "demo", options: LoadOptions | None = None, *, threads: int | None = None
     ) -> FramePackPipeline:
-        """Load `"demo"` (bundled), `"hunyuan-inverted"`, `"hunyuan-f1"` or a model folder."""
+        """Load `"demo"` (bundled), `"hunyuan-inverted"`, `"hunyuan-f1"` or a model folder.
+
+        threads: torch's CPU threads for this process; None: the CLI's default (framepack.runtime:
+        `OMP_NUM_THREADS`, else half the cores, 1 to 8), unless an entry point already chose.
+        """
+        ensure_threads(threads)
         return cls(load_components(str(model), options))
+
+    def options_to_resume(self, options: GenerationOptions, given: Collection[str]) -> GenerationOptions:
+        """The options of the stopped job writing `options.out`, from its resume state (as
+        `resumed_options`: a `given` field that contradicts the state raises UserError). Without
+        a resume state the options stay as they are (the job starts, or `--resume` is refused)."""
+        path = resume_path(options.out)
+        if not path.is_file():
+            return options
+        settings = load_state(path).settings
+        model = settings.get("model")
+        if model != self.components.spec.name:
+            how = f"--model {model}" if model in BUILTIN_MODELS else "--model demo or the model's folder"
+            raise UserError(
+                f"{options.out} was made with model {model}, not {self.components.spec.name}; "
+                f"resume it with that model ({how})"
+            )
+        return resumed_options(options, settings, given, options.out)
 
     def __call__(self, options: GenerationOptions | None = None, **kwargs: Any) -> GenerationResult:
         return self.generate(options, **kwargs)
@@ -136,6 +160,8 @@ class FramePackPipeline:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if output_type != "mp4" and (options.resume or options.out):
             raise UserError(f"output_type {output_type!r} writes no file; drop out= and resume=")
+        if options.resume and options.out:  # the job's settings come from its resume state
+            options = self.options_to_resume(options, given_fields(options, overrides))
         options.validate()
         job = Job(self.components, options, write_files=output_type == "mp4")
         if stop is not None:
@@ -240,8 +266,15 @@ class Job:
         self.options = options
         self.fps = options.fps or self.spec.fps
         self.out = self._output_path() if write_files else None
+        if options.extend and options.prompt is None and options.prompts is None:
+            # continue with the prompt the video ends with (its sidecar), else the model's
+            options = dataclasses.replace(options, prompt=extension_prompt(options.extend))
+            self.options = options
         self.prompt_times = self._prompt_times()  # before the prompts are encoded
         self.cond = prepare(components, options)
+        self.prefix_frames = (
+            0 if self.cond.source is None else self.cond.source.shape[2] - self.cond.existing_frames
+        )
         self.schedule = self._schedule()
         self.plan, self.frames = self._plan()
         self.settings = self._settings()
@@ -305,7 +338,7 @@ class Job:
                 "will give a poor video (use --plan %s)",
                 spec.name, "/".join(spec.layouts), strategy, needs, spec.plan,
             )  # fmt: skip
-        frames = round(self.options.seconds * self.fps) + cond.existing_frames
+        frames = round(self.options.seconds * self.fps) + cond.existing_frames  # on the timeline
         try:
             plan = plan_for_length(
                 strategy,
@@ -321,8 +354,8 @@ class Job:
             raise UserError(f"--plan {strategy} with model {spec.name}: {err}") from None
         produced = codec.num_frames(plan.total)
         if spec.mode == "released" and cond.end is not None:
-            return plan, produced  # the end image is the last frame: keep every section whole
-        return plan, min(frames, produced)
+            return plan, produced + self.prefix_frames  # the end image is the last frame: keep sections whole
+        return plan, min(frames, produced) + self.prefix_frames
 
     def _prompt_times(self) -> dict[int, int]:
         """Latent frame -> timeline entry of every prompt change (UserError when two share one)."""
@@ -398,14 +431,17 @@ class Job:
         """First frames of every section and every latent after the first (`framepack eval
         drift` measures the seams there), in frames of the output video."""
         codec, frames = self.components.codec, self.frames
-        first = sorted({codec.num_frames(s.start) for s in self.plan.sections if s.start > 0})
+        shift = self.prefix_frames  # an extended video's frames before its latents' first
+
+        def frame(latent: int) -> int:
+            return codec.num_frames(latent) + shift
+
+        first = sorted({frame(s.start) for s in self.plan.sections if s.start > 0})
         return {
             "section_frames": codec.time_factor * self.spec.window,
             "latent_frames": codec.time_factor,
             "section_boundaries": [f for f in first if 0 < f < frames],
-            "latent_boundaries": [
-                f for f in map(codec.num_frames, range(1, self.plan.total)) if 0 < f < frames
-            ],
+            "latent_boundaries": [f for f in map(frame, range(1, self.plan.total)) if 0 < f < frames],
         }
 
     # ------------------------------------------------------------------ the loop
@@ -598,7 +634,8 @@ class Job:
             if self.out
             else None
         )
-        return VideoWriter(c.codec, c.device, self.spec.window, file)
+        source = None if self.cond.source is None else (self.cond.source, self.cond.existing.shape[2])
+        return VideoWriter(c.codec, c.device, self.spec.window, file, source)
 
     def _keep(self, section: Section, x: Tensor, latents: Tensor, done: Tensor, writer: VideoWriter) -> None:
         """Put a sampled section on the timeline, save it (resumable) and update the video."""
@@ -668,14 +705,15 @@ def history_guided(
 
 def write_preview(job: Job, section: Section, step: int, x0: Tensor) -> None:
     """A decoded preview of the current estimate (`decode_preview`: the section's frames side
-    by side) as `section0003_step012.png` in the job's --preview folder."""
+    by side) as `section0003.png` in the job's --preview folder, replaced (atomically) at every
+    step: one file per section, the newest estimate, however many steps a job takes."""
     from PIL import Image
 
     folder = Path(job.options.preview)
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
     strip = decode_preview(job.components.codec, x0, device=job.components.device)
-    with atomic_path(folder / f"section{section.step:04d}_step{step:03d}.png") as tmp:
+    with atomic_path(folder / f"section{section.step:04d}.png") as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")
 
 

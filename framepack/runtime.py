@@ -1,9 +1,13 @@
 """CPU threads for one process: a default that holds up when the machine's cores are shared.
 
 PyTorch starts one intra-op thread per core. On a machine whose cores other jobs also use,
-that collapses (a 10-s demo video took 2-3 minutes with two threads while another job ran,
-45 s with one), so the CLI starts with half the cores instead, at most 8, and one on a 2-core
-machine; `OMP_NUM_THREADS` or `--threads` override it.
+that collapses (`python benchmarks/bench_generate.py --mode threads`, docs/generation.md: on the
+2-core machine under load, two threads were several times slower than one), so every entry point
+starts with half the cores instead, at most 8, and one on a 2-core machine: the CLI, `framepack
+queue run` and `framepack ui` (`--threads` overrides it) and the Python API
+(`FramePackPipeline.from_pretrained(..., threads=N)` overrides it); `OMP_NUM_THREADS` sets it
+for all of them. The API applies the default only if no entry point chose a number before
+(`ensure_threads`), so a worker's `--threads` holds for the pipelines it loads.
 """
 
 from __future__ import annotations
@@ -31,8 +35,22 @@ def check_threads(threads: int | None, flag: str = "--threads") -> int:
     return threads
 
 
+_chosen: list[int] = []  # the number this process runs on, once an entry point chose it
+
+
 def use_threads(threads: int) -> None:
     """Run this process's torch CPU work on `threads` intra-op threads."""
     import torch
 
     torch.set_num_threads(threads)
+    _chosen[:] = [threads]
+
+
+def ensure_threads(threads: int | None = None) -> int:
+    """`threads` if given (checked), else the number already chosen in this process, else the
+    default (`default_threads`); applied (`use_threads`) and returned."""
+    if threads is None and _chosen:
+        return _chosen[0]
+    threads = check_threads(threads, "threads=")
+    use_threads(threads)
+    return threads

@@ -92,10 +92,18 @@ class VideoWriter:
     """Decodes the generated runs of a latent timeline and rewrites the video (module docstring)."""
 
     def __init__(
-        self, codec: Codec, device: torch.device | str, window: int, file: VideoFile | None = None
+        self,
+        codec: Codec,
+        device: torch.device | str,
+        window: int,
+        file: VideoFile | None = None,
+        source: tuple[Tensor, int] | None = None,
     ) -> None:
-        """`file` None: decode only (`decode`), never `write`."""
+        """`file` None: decode only (`decode`), never `write`. `source`: the pixels (1, 3, F, H, W)
+        of a video being extended and how many latents its last frames fill at the start of the
+        timeline; the video starts with these pixels instead of those latents' decoding."""
         self.codec, self.device, self.window, self.file = codec, device, window, file
+        self.source = source
         self.frames = 0  # frames in the last written video
         self.crossfade = decodes_in_windows(codec)
         self._last_write = 0.0
@@ -162,7 +170,12 @@ class VideoWriter:
             pieces.append(self._cache[run])
         if not self.crossfade:
             self._cache = {r: p for r, p in self._cache.items() if r in runs}
-        return torch.cat(pieces, dim=2)
+        pixels = torch.cat(pieces, dim=2)
+        if self.source is not None:  # an extended video's own frames, every one, unchanged
+            source, latents_filled = self.source
+            covered = self.codec.num_frames(latents_filled)
+            pixels = torch.cat([source.to(pixels), pixels[:, :, covered:]], dim=2)
+        return pixels
 
     def _grow(self, latents: Tensor, run: tuple[int, int]) -> Tensor:
         """Pixels of `run`: a cached run that starts where it does and ends earlier is extended

@@ -3,7 +3,7 @@
     python scripts/demo_sheets.py [--bundle framepack/assets/demo] [--out docs/img]
 
 Writes
-- demo-default.png: `framepack generate` with no arguments (10 s), and the world's own video
+- demo-default.png: `framepack generate --seconds 10` (the default 5 s, doubled), and the world's own video
   of the same place and script;
 - demo-minute.png: a 60-second rollout from a held-out frame with its script's caption
   timeline, one frame every 3 s, beside the true video;

@@ -66,7 +66,9 @@ def test_generate_flags(bundle, tmp_path):
         (["--image", "TINY"], "at least 32 pixels"),
         (["--image", "WIDE"], "aspect ratio"),
         (["--prompts", "0s: a; 2 seconds: b"], "entry 2"),
-        (["--keyframe", "5s=KEY"], "outside the video"),
+        (["--keyframe", "5s=KEY"], "--keyframe at 5s (KEY): 5s is outside the video (0 to 2s)"),
+        (["--keyframe", "1s=missing.png"], "--keyframe at 1s (missing.png): no such file"),
+        (["--keyframe", "1s=TINY"], "--keyframe at 1s (TINY): image is 8x8"),
         (["--keyframe", "abc"], "TIME=PATH"),
         (["--model", "nonexistent-model"], "unknown model"),
         (["--out", "/nonexistent-dir/v.mp4"], "does not exist"),
@@ -97,6 +99,8 @@ def test_bad_input_exit_2_one_line(bundle, tmp_path, capsys, extra, message):
     subst = {"NOTIMAGE": str(tmp_path / "not.png"), "TINY": str(tmp_path / "tiny.png")}
     subst |= {"WIDE": str(tmp_path / "wide.png"), "5s=KEY": f"5s={key}", "VIDEO": str(video)}
     subst |= {"1s=KEY": f"1s={key}", "1.03s=KEY": f"1.03s={key}"}
+    message = message.replace("(KEY)", f"({key})").replace("(TINY)", f"({subst['TINY']})")
+    subst |= {"1s=TINY": f"1s={subst['TINY']}"}
     extra = [subst.get(a, a) for a in extra]
     args = ["generate", "--model", bundle, "--seconds", "2", "--quiet", *extra]
     if "--out" not in extra:
@@ -123,8 +127,11 @@ def test_existing_output_untouched(bundle, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path):
-    """A real process stopped by SIGTERM after its first section; --resume finishes it."""
+def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path, capsys):
+    """A real process stopped by SIGTERM after its first section; the command its stop message
+    prints (`--resume --out`, no other setting) finishes it, equal to an uninterrupted run; a
+    typed flag that contradicts the stopped job's settings is refused in one line naming it."""
+    import shlex
     import signal
     import subprocess
     import sys
@@ -132,39 +139,34 @@ def test_sigterm_keeps_work_and_resume_equals_uninterrupted(bundle, tmp_path):
 
     import numpy as np
 
-    base = [sys.executable, "-m", "framepack", "generate", "--model", bundle, "--seconds", "6", "--quiet"]
+    flags = ["--model", bundle, "--seconds", "6", "--seed", "5", "--prompt", "the camera holds still"]
+    base = [sys.executable, "-m", "framepack", "generate", *flags, "--quiet"]
     stopped_out, full_out = tmp_path / "s.mp4", tmp_path / "f.mp4"
-    proc = subprocess.Popen([*base, "--out", str(stopped_out)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*base, "--out", str(stopped_out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     parts = tmp_path / "s.resume.safetensors.parts"
     deadline = time.time() + 120
     while not (parts.is_dir() and any(parts.iterdir())) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert stopped_out.exists() and (tmp_path / "s.resume.safetensors").exists()
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                bundle,
-                "--seconds",
-                "6",
-                "--quiet",
-                "--out",
-                str(stopped_out),
-                "--resume",
-            ]
-        )
-        == 0
-    )
-    assert main(["generate", "--model", bundle, "--seconds", "6", "--quiet", "--out", str(full_out)]) == 0
+    command = shlex.split(out.split("finish it with: ")[1])
+    assert command == ["framepack", "generate", "--model", bundle, "--resume", "--out", str(stopped_out)]
+
+    assert main([*command[1:], "--seconds", "5"]) == 2  # contradicts the job's 6 s: refused
+    err = capsys.readouterr().err.strip()
+    assert "--seconds 5 contradicts the job being resumed" in err and len(err.splitlines()) == 1, err
+    assert main(command[1:]) == 0  # exactly the printed command
+    assert main(["generate", *flags, "--quiet", "--out", str(full_out)]) == 0
     a, _ = read_video(stopped_out)
     b, _ = read_video(full_out)
     assert a.shape == b.shape == (48, 16, 16, 3)
     assert np.array_equal(a, b)
     assert not (tmp_path / "s.resume.safetensors").exists()
+    assert json.loads((tmp_path / "s.json").read_text())["seed"] == 5
 
 
 def test_lora_on_a_bundle_changes_the_video(bundle, tmp_path):
@@ -237,3 +239,20 @@ def _edit_meta(path, **changes):
 def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+
+
+def test_queue_run_shows_progress(bundle, tmp_path, capsys):
+    """`framepack queue run`: a line when a job starts and ends, and its progress (here, not a
+    terminal: one line per section; on a terminal tqdm's bars)."""
+    out = str(tmp_path / "out")
+    assert main(["queue", "add", "--outputs", out, "--model", bundle, "--seconds", "2", "--steps", "1"]) == 0
+    capsys.readouterr()
+    assert main(["queue", "run", "--outputs", out]) == 0
+    captured = capsys.readouterr()
+    sections = [line for line in captured.err.splitlines() if " done in " in line]
+    assert len(sections) >= 2 and sections[-1].endswith(f"({len(sections)}/{len(sections)} sections)")
+    assert sections[0].startswith("section 1 of ")
+    assert ": running (2s seed 31337  (the model's prompt))" in captured.out
+    assert "done (16 frames)" in captured.out
+    assert main(["queue", "run", "--outputs", out, "--quiet"]) == 0  # nothing waiting: nothing shown
+    assert " done in " not in capsys.readouterr().err

@@ -147,9 +147,9 @@ def test_resume_of_a_finished_job_says_it_is_finished(tmp_path, capsys):
 
 
 def test_preview_in_a_folder_that_refuses_files(tmp_path, monkeypatch, capsys):
-    with disk_fails(monkeypatch, errno.EROFS, "section0000_step000"):
+    with disk_fails(monkeypatch, errno.EROFS, "section0000"):
         _refused(capsys, [*GENERATE, "--out", str(tmp_path / "v.mp4"), "--preview", str(tmp_path / "p")],
-                 "Read-only file system", "section0000_step000.png")  # fmt: skip
+                 "Read-only file system", "section0000.png")  # fmt: skip
     assert not _litter(tmp_path)
 
 

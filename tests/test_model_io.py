@@ -154,3 +154,29 @@ def test_parse_size():
     assert parse_size(123) == 123
     with pytest.raises(ValueError, match="max_shard_size"):
         parse_size("lots")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"metadata": {}}', "is not a safetensors index"),
+        ('{"weight_map": ["a", "b"]}', "is not a safetensors index"),
+        ('{"weight_map": {"x": 3}}', "is not a safetensors index"),
+        ('["weight_map"]', "is not a safetensors index"),
+    ],
+)
+def test_a_malformed_index_is_one_line(tmp_path, text, message):
+    """A damaged `...safetensors.index.json` in a model folder: one line naming the file, no
+    traceback, also through the released models' loader (its UserError)."""
+    from framepack.errors import UserError
+    from framepack.hunyuan.components import _load_transformer
+
+    _model().save_pretrained(tmp_path, max_shard_size="20KB")
+    (tmp_path / INDEX_NAME).write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        PackedTransformer.from_pretrained(tmp_path)
+    assert str(tmp_path / INDEX_NAME) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match=f"could not load the FramePack transformer .*{message}") as err:
+        _load_transformer(tmp_path, torch.float32)
+    assert "\n" not in str(err.value)

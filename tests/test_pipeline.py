@@ -92,6 +92,28 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         pipe.generate(make(tmp_path, resume=True, seed=5), progress=False)
 
 
+def test_resume_by_output_path_alone_takes_the_settings_from_the_state(tmp_path):
+    """`generate(resume=True, out=...)`: every setting from the resume state; an argument that
+    agrees is accepted, one that contradicts it (a keyword, even with the default's value, or
+    a non-default field of the options) is refused in one line naming it."""
+    pipe = FramePackPipeline(tiny_components())
+    options = make(tmp_path, seconds=3.0, seed=7, steps=2, prompt="the camera holds still", plan="forward")
+    full = pipe.generate(options, out=str(tmp_path / "full.mp4"), progress=False)
+    stop = StopAfter(3)  # 2 steps per section: stops inside the second section
+    with stop:
+        assert pipe.generate(options, progress=False, stop=stop, callback=stop.tick).stopped
+    out = str(tmp_path / "v.mp4")
+    for bad, flag in [({"seconds": 5.0}, "--seconds 5"), ({"prompt": "the camera pans right"}, "--prompt")]:
+        with pytest.raises(UserError, match=f"^{flag}.* contradicts the job being resumed") as err:
+            pipe.generate(resume=True, out=out, progress=False, **bad)  # keywords count as given
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"^--steps 3 contradicts"):
+        pipe.generate(GenerationOptions(resume=True, out=out, steps=3), progress=False)
+    done = pipe.generate(GenerationOptions(resume=True, out=out, seed=7), progress=False)  # agrees
+    assert not done.stopped and torch.equal(done.latents, full.latents)
+    assert read_metadata(done.path)["prompts"] == "0s: the camera holds still"
+
+
 def test_text_to_video_keyframes_and_end_image(tmp_path):
     pipe = FramePackPipeline(tiny_components(plan="endpoints"))
     end = write_image(tmp_path / "end.png", seed=3)
@@ -120,23 +142,60 @@ def test_multi_endpoint_prompt_anchors(tmp_path):
     assert first.prompt == 1  # the anchor section of the second prompt is generated first
 
 
-def test_extend_video(tmp_path):
+def moving_gradient(frames: int, size: int = 16) -> np.ndarray:
+    """uint8 (F, size, size, 3): a smooth picture sliding one pixel per frame (H.264 keeps it)."""
+    y, x = np.mgrid[0:size, 0:size]
+    video = [np.stack([(x + t) * 9, y * 11, (x + y + 2 * t) * 5], axis=-1) % 256 for t in range(frames)]
+    return np.stack(video).astype(np.uint8)
+
+
+def frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR in dB of uint8 videos (F, H, W, 3)."""
+    mse = ((a.astype(float) - b.astype(float)) ** 2).mean(axis=(1, 2, 3))
+    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+
+@pytest.mark.parametrize("source_frames", [7, 8, 10])
+def test_extend_keeps_every_frame_of_the_source_and_its_prompt(tmp_path, source_frames):
+    """--extend: the output starts with every frame of the source (its first, the start image,
+    included; >= 40 dB each, re-encoding aside), then exactly `seconds` more; with no prompt
+    given, the source's own (the last entry of its sidecar's timeline) continues."""
     from dataclasses import replace
+
+    from framepack.video import sidecar_path, write_sidecar, write_video
 
     comps = tiny_components(plan="forward")
     example = write_image(tmp_path / "example.png", seed=3)
     pipe = FramePackPipeline(replace(comps, spec=replace(comps.spec, example_image=example)))
-    first = pipe.generate(make(tmp_path, seconds=1.0, out=str(tmp_path / "a.mp4")), progress=False)
+    source = tmp_path / "a.mp4"
+    write_video(source, moving_gradient(source_frames), 8, crf=0)
+    write_sidecar(
+        sidecar_path(source), {"prompts": "0s: the camera pans right; 0.5s: the camera holds still"}
+    )
     result = pipe.generate(
-        GenerationOptions(extend=str(first.path), seconds=1.0, out=str(tmp_path / "b.mp4")), progress=False
+        GenerationOptions(extend=str(source), seconds=1.0, out=str(tmp_path / "b.mp4")), progress=False
     )
     frames, _ = read_video(result.path)
-    before, _ = read_video(first.path)
-    # A causal codec keeps 1 + 4k frames of the input (5 of 8), then one more second (8 frames).
-    assert len(frames) == 5 + 8
-    diff = np.abs(frames[:5].astype(int) - before[-5:].astype(int)).mean()
-    assert diff < 8  # the same frames, up to H.264 re-encoding
-    assert read_metadata(result.path)["image"] is None  # the model's example image was not used
+    before, _ = read_video(source)
+    assert len(before) == source_frames and len(frames) == result.frames == source_frames + 8
+    assert frame_psnr(frames[:source_frames], before).min() >= 40
+    meta = read_metadata(result.path)
+    assert meta["prompts"] == "0s: the camera holds still" and meta["image"] is None
+    existing = min(section.start for section in result.plan.sections)  # the source's latents
+    history = pipe.components.codec.decode(result.latents[:, :, :existing])  # (1, 3, 1 + 4k, H, W)
+    last = ((history[0, :, -1].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().numpy()
+    assert frame_psnr(last[None], before[-1:])[0] >= 40  # the history ends on the source's last frame
+
+
+def test_extend_a_video_without_a_sidecar_uses_the_models_prompt(tmp_path):
+    from framepack.video import write_video
+
+    pipe = FramePackPipeline(tiny_components(plan="forward"))
+    source = tmp_path / "other.mp4"
+    write_video(source, moving_gradient(9), 8, crf=0)
+    result = pipe.generate(extend=str(source), seconds=0.5, out=str(tmp_path / "b.mp4"), progress=False)
+    assert read_metadata(result.path)["prompts"] == "0s: the camera pans right"
+    assert len(read_video(result.path)[0]) == 9 + 4
 
 
 def test_released_mode_matches_official_layout(tmp_path):
@@ -147,10 +206,25 @@ def test_released_mode_matches_official_layout(tmp_path):
     assert len(frames) == result.frames == 16
 
 
-def test_preview_writes_pngs(tmp_path):
+def test_preview_keeps_one_png_per_section(tmp_path):
+    """--preview: each section's newest estimate, replaced at every step (a long job does not
+    fill the folder with one file per step)."""
+    from PIL import Image
+
     pipe = FramePackPipeline(tiny_components())
-    pipe.generate(make(tmp_path, seconds=1.0, preview=str(tmp_path / "prev")), progress=False)
-    assert len(list((tmp_path / "prev").glob("*.png"))) >= 3
+    seen: list[list[str]] = []
+    folder = tmp_path / "prev"
+
+    def look(info):
+        seen.append(sorted(p.name for p in folder.glob("*")))
+
+    result = pipe.generate(make(tmp_path, seconds=2.0, preview=str(folder)), progress=False, callback=look)
+    sections = len(result.plan.sections)
+    assert sections >= 2 and len(seen) == 3 * sections  # 3 steps per section
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"section{i:04d}.png" for i in range(sections)]
+    with Image.open(folder / "section0000.png") as image:
+        assert image.size[1] == 16  # a strip of the section's 16x16 frames
 
 
 @pytest.mark.parametrize(
@@ -339,3 +413,24 @@ def test_generator_output_types_and_step_info(tmp_path):
         pipe.generate(make(tmp_path, out=None), output_type="gif", progress=False)
     with pytest.raises(UserError, match="writes no file"):
         pipe.generate(make(tmp_path), output_type="np", progress=False)
+
+
+def test_the_api_runs_on_the_clis_thread_default(monkeypatch):
+    """`from_pretrained` applies the CLI's thread policy (framepack.runtime): the default when no
+    entry point chose, `threads=` when given, and keeps what a worker's `--threads` chose."""
+    import framepack.runtime as runtime
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "_chosen", [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    try:
+        FramePackPipeline.from_pretrained("demo")
+        assert torch.get_num_threads() == 3 == runtime.default_threads()
+        FramePackPipeline.from_pretrained("demo", threads=1)
+        assert torch.get_num_threads() == 1
+        FramePackPipeline.from_pretrained("demo")  # chosen before (as `queue run --threads 1`): kept
+        assert torch.get_num_threads() == 1
+        with pytest.raises(UserError, match="threads= must be between 1 and 256, got 0"):
+            FramePackPipeline.from_pretrained("demo", threads=0)
+    finally:
+        torch.set_num_threads(before)

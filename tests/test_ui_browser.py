@@ -3,7 +3,9 @@ which never downloads a browser here) against `framepack ui` on 127.0.0.1 with t
 
 1. upload a start image, write a two-row prompt timeline in the row editor, queue a 1-s job,
    see the video and the gallery with its settings, load them back into the rows; bad input
-   (a bad number, an upload that is not an image) gives the CLI's one line in the page.
+   (a bad number, an upload that is not an image) gives the CLI's one line in the page. Then a
+   fresh page, nothing typed: "Add to queue" queues the model's defaults; "Advanced" opened
+   and left alone, "Generate now" runs a job and the panel shows its video.
 2. "generate now" a job, kill -9 the server mid-job, start it again, and see the job finish
    (resumed).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "img" if os.environ.get("FRAMEPACK_UI_SCREENSHOTS") == "1" else None
 ROWS = [("0", "the camera pans left steadily"), ("0.5", "the camera holds still")]
 TIMELINE = "0s: the camera pans left steadily\n0.5s: the camera holds still"  # what the rows ask
+STEPS = "#fp-steps"
+# The fields whose empty value means the model's default (text boxes: Gradio's number field
+# shows and sends an empty value as 0); steps is on the form, the others under "Advanced".
+ADVANCED = ("#fp-fps", "#fp-shift", "#fp-guidance", "#fp-cfg", "#fp-cfg-rescale")
 
 
 def chromium_path() -> str:
@@ -154,7 +161,7 @@ def queue_job(page, *, seconds: str, steps: str, image: Path | None = None, butt
         page.wait_for_selector("#fp-image img", timeout=15_000)
     write_timeline(page)
     page.fill("#fp-seconds input", seconds)
-    page.fill("#fp-steps input", steps)
+    page.fill(f"{STEPS} textarea, {STEPS} input", steps)
     page.click(button)
 
 
@@ -222,11 +229,58 @@ def test_queue_a_job_see_the_video_and_the_gallery(browser, server, tmp_path):
     wait_for_text(page, "#fp-message", f"Extending {job.id}.mp4", 15)
     assert page.input_value("#fp-extend textarea, #fp-extend input") == f"{job.id}.mp4"
     page.close()
+    untouched_page_queues_jobs_and_shows_the_newest_video(browser, ui, job.id)
     assert [url for url in requested if not url.startswith(ui.url)] == []  # nothing from elsewhere
     for outside in ("/etc/passwd", str(ROOT / "pyproject.toml")):  # files come from the outputs only
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{ui.url}gradio_api/file={outside}", timeout=10)
         assert err.value.code == 403
+
+
+def field(page, selector: str):
+    return page.locator(f"{selector} textarea, {selector} input").first
+
+
+def untouched_page_queues_jobs_and_shows_the_newest_video(browser, ui, older: str) -> None:
+    """A fresh page, nothing typed: "Add to queue" queues a job with the model's defaults; with
+    "Advanced" opened and left alone, "Generate now" (0.5 s, to keep the test short) runs one,
+    and "the video so far" shows that job's video, not the older one made before."""
+    queue = JobQueue(ui.outputs)
+    page = open_page(browser, ui.url)
+    assert field(page, STEPS).input_value() == ""
+    assert "25 (the model's default)" in (field(page, STEPS).get_attribute("placeholder") or "")
+    page.click("#fp-add")
+    wait_for_text(page, "#fp-message", "Queued", 15)
+    untouched = queue.jobs()[-1]
+    assert untouched.id != older and untouched.options["seconds"] == 5
+    defaults = [untouched.options[k] for k in ("steps", "fps", "shift", "guidance", "cfg", "cfg_rescale")]
+    assert defaults == [None, None, None, None, None, 0.0]
+    queue.cancel(untouched.id)  # a 5-s job: not run to its end here, the test stays short
+    page.get_by_text("Advanced: the model's settings").click()
+    for selector in ADVANCED:
+        field(page, selector).wait_for(state="visible", timeout=15_000)
+        assert field(page, selector).input_value() == "", selector
+        assert "(the model's default)" in (field(page, selector).get_attribute("placeholder") or "")
+    page.fill("#fp-seconds input", "0.5")
+    page.click("#fp-now")
+    message = page.locator("#fp-message", has_text=re.compile("starts now|first in the queue"))
+    message.first.wait_for(timeout=15_000)  # "starts now" once the cancelled job has ended
+    now = next(j for j in queue.jobs() if j.id not in (older, untouched.id))
+    assert [now.options[k] for k in ("steps", "fps", "shift", "guidance", "cfg", "cfg_rescale")] == defaults
+    deadline = time.monotonic() + 120
+    while queue.get(now.id).status != "done":
+        assert time.monotonic() < deadline and queue.get(now.id).status in ("queued", "running"), (
+            ui.log.read_text()
+        )
+        time.sleep(0.5)
+    assert queue.get(untouched.id).status == "cancelled" and queue.get(now.id).frames == 15
+    time.sleep(3)  # three refreshes of the page after the job ended
+    video = page.locator("#fp-so-far video")
+    deadline = time.monotonic() + 15
+    while now.id not in (video.get_attribute("src") or "") if video.count() else True:
+        assert time.monotonic() < deadline, video.get_attribute("src") if video.count() else "no video"
+        time.sleep(0.2)
+    page.close()
 
 
 def test_a_killed_server_resumes_its_job(browser, server):

@@ -47,6 +47,22 @@ def test_a_timeline_a_single_prompt_and_defaults(tmp_path):
     assert tiny.prompts == "0s: a\n0.00001s: b"  # no exponent, which the timeline syntax lacks
 
 
+def test_empty_text_fields_mean_the_models_defaults(tmp_path):
+    """The page's model-default fields are text boxes: empty (or blank) means the model's default
+    in every one; typed numbers are read as the CLI reads them."""
+    defaulted = ("steps", "fps", "shift", "guidance", "cfg", "cfg_rescale", "keyframe0_time")
+    empty = options_from_form(form(**dict.fromkeys(defaulted, "")), tmp_path)
+    assert (empty.steps, empty.fps, empty.shift, empty.guidance, empty.cfg) == (None,) * 5
+    assert (empty.cfg_rescale, empty.keyframes) == (0.0, [])
+    assert options_from_form(form(steps=" ", cfg="  "), tmp_path).steps is None
+    typed = options_from_form(form(steps="12", fps="24", shift="2.5", cfg="1.5", cfg_rescale="0.7"), tmp_path)
+    assert (typed.steps, typed.fps, typed.shift, typed.cfg, typed.cfg_rescale) == (12, 24, 2.5, 1.5, 0.7)
+    with pytest.raises(UserError, match=r"^--steps must be between 1 and 1000, got 0$"):
+        options_from_form(form(steps="0"), tmp_path)
+    values, _ = form_from_settings({"steps": 6, "shift": None, "cfg": 1.0, "keyframes": []}, tmp_path)
+    assert (values["steps"], values["shift"], values["cfg"], values["keyframe0_time"]) == ("6", "", "1", "")
+
+
 @pytest.mark.parametrize(
     ("rows", "text"),
     [
@@ -266,8 +282,13 @@ def test_queue_cli_without_a_browser(tmp_path, capsys):
     assert first.options["seed"] == 4 and second.prompt == "0s: a; 0.5s: b"
     assert main(["queue", "move", second.id, "--by", "-1", "--outputs", out]) == 0
     assert main(["queue", "cancel", first.id, "--outputs", out]) == 0
+    page = options_from_form(form(prompts=TWO_ROWS), tmp_path)  # the page's timeline: two lines
+    third = JobQueue(out).add(page)
+    capsys.readouterr()
     assert main(["queue", "list", "--outputs", out]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2].startswith(f"{second.id}  queued") and lines[-1].startswith(f"{first.id}  cancelled")
+    assert len(lines) == 3  # one line per job
+    assert lines[0].startswith(f"{second.id}  queued") and lines[1].startswith(f"{first.id}  cancelled")
+    assert lines[2] == f"{third.id}  queued          1s seed 7  0s: the camera pans left; 0.5s: it hold…"
     assert main(["queue", "retry", "nope", "--outputs", out]) == 2
     assert "no job 'nope'" in capsys.readouterr().err

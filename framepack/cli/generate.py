@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
+from typing import Any
 
 from framepack.errors import UserError
 from framepack.options import (
@@ -22,6 +24,12 @@ from framepack.options import (
 )
 
 OPTS, LOAD = GenerationOptions(), LoadOptions()  # the CLI's defaults are the API's
+# Flags that set a `GenerationOptions` field of the same name; unset ones stay None (untyped).
+OPTION_FLAGS = (
+    "prompt", "prompts", "negative_prompt", "image", "no_image", "end_image", "extend", "seconds",
+    "fps", "seed", "steps", "plan", "sampler", "shift", "guidance", "cfg", "cfg_rescale", "out",
+    "overwrite", "resume", "preview", "crf", "history_noise", "history_cfg", "ranking",
+)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,9 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-image", action="store_true", help="text-to-video: no start image")
     g.add_argument("--prompt", help="one prompt for the whole video")
     g.add_argument("--prompts", help="a prompt timeline, e.g. '0s: a man walks; 4s: he turns and waves'")
-    g.add_argument(
-        "--negative-prompt", default=OPTS.negative_prompt, help="negative prompt (used when --cfg > 1)"
-    )
+    g.add_argument("--negative-prompt", help="negative prompt (used when --cfg > 1)")
     g.add_argument("--end-image", help="image the video should end on")
     g.add_argument(
         "--keyframe",
@@ -47,32 +53,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seconds",
         type=float,
-        default=OPTS.seconds,
         help=f"video length in seconds (default {OPTS.seconds:g})",
     )
     g.add_argument("--fps", type=int, help="frames per second (default: the model's)")
-    g.add_argument(
-        "--seed", type=int, default=OPTS.seed, help=f"seed; same seed, same video (default {OPTS.seed})"
-    )
+    g.add_argument("--seed", type=int, help=f"seed; same seed, same video (default {OPTS.seed})")
     g.add_argument("--steps", type=int, help="sampling steps per section (default: the model's)")
     g.add_argument("--plan", choices=PLANS, help="section order (default: the model's)")
-    g.add_argument(
-        "--sampler", choices=SAMPLERS, default=OPTS.sampler, help=f"sampler (default {OPTS.sampler})"
-    )
+    g.add_argument("--sampler", choices=SAMPLERS, help=f"sampler (default {OPTS.sampler})")
     g.add_argument("--shift", type=float, help="sigma shift (default: the model's)")
     g.add_argument("--guidance", type=float, help="distilled guidance (default: the model's)")
     g.add_argument(
         "--cfg", type=float, help="real classifier-free guidance scale (1 = off; default: the model's)"
     )
-    g.add_argument("--cfg-rescale", type=float, default=OPTS.cfg_rescale, help="guidance rescale in [0, 1]")
+    g.add_argument("--cfg-rescale", type=float, help="guidance rescale in [0, 1] (default 0)")
 
     g = p.add_argument_group("drift research (docs/drift.md)")
     g.add_argument(
-        "--history-noise", type=float, default=OPTS.history_noise, metavar="SIGMA",
+        "--history-noise", type=float, metavar="SIGMA",
         help="add noise of this std to the generated history each section sees (diffusion forcing)",
     )  # fmt: skip
     g.add_argument(
-        "--history-cfg", type=float, default=OPTS.history_cfg, metavar="S",
+        "--history-cfg", type=float, metavar="S",
         help="guidance against dropped history (1 = off; for models trained with history_dropout)",
     )  # fmt: skip
     g.add_argument(
@@ -81,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
     g = p.add_argument_group("model and device")
-    g.add_argument("--model", default="demo", help="demo (bundled), hunyuan-inverted, hunyuan-f1, or a PATH")
+    g.add_argument("--model", help="demo (bundled, the default), hunyuan-inverted, hunyuan-f1, or a PATH")
     g.add_argument("--model-dir", help="folder (or Hugging Face cache) holding the released model parts")
     g.add_argument("--device", default=LOAD.device, help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--dtype", choices=DTYPES, default=LOAD.dtype)
@@ -114,8 +115,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output .mp4 (default outputs/<timestamp>.mp4)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    g.add_argument("--resume", action="store_true", help="finish an interrupted job writing --out")
-    g.add_argument("--preview", metavar="DIR", help="write a decoded preview of each step's estimate here")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the stopped job writing --out (its settings come from its resume data)",
+    )
+    g.add_argument(
+        "--preview",
+        metavar="DIR",
+        help="keep a decoded preview of each section's newest estimate here (one PNG per section)",
+    )
     g.add_argument(
         "--crf", type=int, default=OPTS.crf, help=f"H.264 quality (0 best .. 51 worst, default {OPTS.crf})"
     )
@@ -132,34 +141,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> GenerationOptions:
-    return GenerationOptions(
-        prompt=args.prompt,
-        prompts=args.prompts,
-        negative_prompt=args.negative_prompt,
-        image=args.image,
-        no_image=args.no_image,
-        end_image=args.end_image,
-        keyframes=[parse_keyframe(k) for k in args.keyframe],
-        extend=args.extend,
-        seconds=args.seconds,
-        fps=args.fps,
-        seed=args.seed,
-        steps=args.steps,
-        plan=args.plan,
-        sampler=args.sampler,
-        shift=args.shift,
-        guidance=args.guidance,
-        cfg=args.cfg,
-        cfg_rescale=args.cfg_rescale,
-        out=args.out,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        preview=args.preview,
-        crf=args.crf,
-        history_noise=args.history_noise,
-        history_cfg=args.history_cfg,
-        ranking=args.ranking,
-    )
+    """The job's options: the flags given, the API's defaults for the rest."""
+    return GenerationOptions(**given_options(args))
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `GenerationOptions` fields the user typed a flag for (`--resume` checks these)."""
+    values = {name: getattr(args, name) for name in OPTION_FLAGS}
+    values["keyframes"] = [parse_keyframe(k) for k in args.keyframe]
+    return {k: v for k, v in values.items() if v is not None and v is not False and v != []}
 
 
 def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
@@ -191,13 +181,17 @@ def run(args: argparse.Namespace) -> int:
     from framepack.runtime import check_threads, use_threads
 
     if args.estimate:
+        args.model = args.model or "demo"
         return print_estimate(args)
+    options = options_from_args(args)
+    if args.resume:
+        options = resume_settings(args, options)
+    args.model = args.model or "demo"
     launch = None
     if args.parallel not in (None, 1):  # refused in one line before anything loads
         from framepack.cli.generate_parallel import check_launch
 
         launch = check_launch(args)
-    options = options_from_args(args)
     options.validate()
     threads = check_threads(args.threads)
     load = load_options_from_args(args)
@@ -207,10 +201,10 @@ def run(args: argparse.Namespace) -> int:
         result = run_parallel(args, launch, options, load, threads)
         if launch.rank != 0:
             return 130 if result.stopped else 0
-        return report(result)
+        return report(result, resume_command(args))
     use_threads(threads)
     pipe = FramePackPipeline.from_pretrained(args.model, load)
-    return report(pipe.generate(options, progress=not args.quiet))
+    return report(pipe.generate(options, progress=not args.quiet), resume_command(args))
 
 
 def print_estimate(args: argparse.Namespace) -> int:
@@ -233,12 +227,35 @@ def print_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(result) -> int:
+def resume_settings(args: argparse.Namespace, options: GenerationOptions) -> GenerationOptions:
+    """`--resume --out X`: the stopped job's settings from its resume state, the flags typed
+    checked against them (framepack.resume_options); `--model`, if not typed, from the state too
+    (a released model by its name, else the demo: a model folder must be given again)."""
+    from framepack.resume import load_state, resume_path
+    from framepack.resume_options import resumed_options
+
+    if options.out is None or not resume_path(options.out).is_file():
+        return options  # nothing saved: the pipeline starts the job, or refuses in one line
+    settings = load_state(resume_path(options.out)).settings
+    if args.model is None:
+        saved = settings.get("model")
+        args.model = saved if saved in ("hunyuan-inverted", "hunyuan-f1") else "demo"
+    return resumed_options(options, settings, given_options(args), options.out)
+
+
+def resume_command(args: argparse.Namespace) -> list[str]:
+    """The command that finishes this job: `framepack generate --resume --out X` (and the model's
+    flags when it is not the demo)."""
+    model = [] if args.model == "demo" else ["--model", args.model]
+    model += ["--model-dir", args.model_dir] if args.model_dir else []
+    return ["framepack", "generate", *model, "--resume", "--out"]
+
+
+def report(result, resume: list[str] | None = None) -> int:
     """Print where the video went; the exit status (130: stopped, as a shell reports Ctrl-C)."""
     if result.stopped:
-        print(
-            f"{result.path}: stopped after {result.frames} frames; finish with --resume --out {result.path}"
-        )
+        command = shlex.join([*(resume or ["framepack", "generate", "--resume", "--out"]), str(result.path)])
+        print(f"{result.path}: stopped after {result.frames} frames; finish it with: {command}")
         return 130  # interrupted, as a shell reports Ctrl-C
     print(f"{result.path} ({result.frames} frames, {result.seconds:.2f} s)")
     return 0

@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="run the waiting jobs one at a time")
     run.add_argument("--watch", action="store_true", help="keep waiting for new jobs (Ctrl-C to end)")
     run.add_argument("--threads", type=int, help="CPU threads (default: as framepack generate)")
+    run.add_argument("--quiet", action="store_true", help="no progress (bars on a terminal, else lines)")
     run.add_argument(
         "--device",
         help="run the jobs on this device (cuda:1 ...), beside workers on other devices of the same "
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list(queue, as_json=args.json)
     if args.action == "run":
-        return _run(queue, watch=args.watch, threads=args.threads, device=args.device)
+        return _run(queue, watch=args.watch, threads=args.threads, device=args.device, quiet=args.quiet)
     queue.get(args.id)  # an unknown id is refused before the queue folder is touched
     job = queue.move(args.id, args.by) if args.action == "move" else getattr(queue, args.action)(args.id)
     print(f"{job.id}: {job.status}{' (stopping after this step)' if job.stop_requested else ''}")
@@ -82,13 +83,12 @@ def _add(queue: Any, args: argparse.Namespace) -> int:
             "`torchrun ... -m framepack generate --parallel N`, for many jobs one `queue run --device` per GPU"
         )
     load = load_options_from_args(args)
-    job = queue.add(options_from_args(args), model=args.model, load=load, front=args.front)
+    job = queue.add(options_from_args(args), model=args.model or "demo", load=load, front=args.front)
     print(f"{job.id}: queued -> {queue.video(job)}")
     return 0
 
 
 def _list(queue: Any, *, as_json: bool) -> int:
-    from framepack.options import GenerationOptions
 
     jobs, broken = queue.scan()
     for job in jobs:
@@ -98,12 +98,8 @@ def _list(queue: Any, *, as_json: bool) -> int:
         fraction = job.progress.get("fraction", 0)
         fraction = fraction if isinstance(fraction, int | float) else 0
         done = f"{100 * fraction:3.0f}%" if job.status == "running" else ""
-        note = job.error or (str(queue.video(job)) if job.status == "done" else "")
-        prompt = job.prompt or "(the model's prompt)"
-        prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-        seconds = job.options.get("seconds", GenerationOptions.seconds)
-        seed = job.options.get("seed", GenerationOptions.seed)
-        print(f"{job.id}  {job.status:9s} {done:4s}  {seconds:g}s seed {seed}  {prompt}  {note}".rstrip())
+        note = " ".join((job.error or (str(queue.video(job)) if job.status == "done" else "")).split())
+        print(f"{job.id}  {job.status:9s} {done:4s}  {_summary(job)}  {note}".rstrip())
     for bad in broken:  # never run; named so they can be fixed or removed
         if as_json:
             print(json.dumps({"file": bad.file, "status": "broken", "error": bad.reason}, ensure_ascii=False))
@@ -112,7 +108,7 @@ def _list(queue: Any, *, as_json: bool) -> int:
     return 0
 
 
-def _run(queue: Any, *, watch: bool, threads: int | None, device: str | None) -> int:
+def _run(queue: Any, *, watch: bool, threads: int | None, device: str | None, quiet: bool = False) -> int:
     from framepack.options import LoadOptions
     from framepack.queue import Worker
     from framepack.runtime import check_threads, use_threads
@@ -121,7 +117,7 @@ def _run(queue: Any, *, watch: bool, threads: int | None, device: str | None) ->
         target = LoadOptions(device=device).torch_device()
         device = f"{target.type}:{target.index or 0}" if target.type == "cuda" else target.type
     use_threads(check_threads(threads))
-    worker = Worker(queue, on_end=_report, device=device)
+    worker = Worker(queue, on_start=_starting, on_end=_report, device=device, progress=not quiet)
 
     def shutdown(signum: int, frame: Any) -> None:
         if worker.shutdown.is_set() and signum == signal.SIGINT:
@@ -137,6 +133,22 @@ def _run(queue: Any, *, watch: bool, threads: int | None, device: str | None) ->
             signal.signal(s, handler)
     print(f"framepack queue: {count} job{'s' * (count != 1)} run")
     return 130 if worker.shutdown.is_set() else 0
+
+
+def _starting(job: Any) -> None:
+    print(f"{job.id}: running ({_summary(job)})", flush=True)
+
+
+def _summary(job: Any) -> str:
+    """`5s seed 31337  the camera pans right` (the prompt cut to 40 characters, on one line)."""
+    lines = (job.prompt or "(the model's prompt)").splitlines()  # a page's timeline: one per line
+    prompt = "; ".join(" ".join(line.split()) for line in lines if line.strip())
+    prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+    from framepack.options import GenerationOptions
+
+    seconds = job.options.get("seconds", GenerationOptions.seconds)  # a job file of defaults: {}
+    seed = job.options.get("seed", GenerationOptions.seed)
+    return f"{seconds:g}s seed {seed}  {prompt}"
 
 
 def _report(job: Any) -> None:

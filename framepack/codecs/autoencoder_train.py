@@ -44,10 +44,13 @@ from framepack.train.ema import EMA, ema_beta
 
 @dataclass(frozen=True)
 class CodecTrainConfig:
-    """How to train the autoencoder (all frames `size` x `size` at `fps`)."""
+    """How to train the autoencoder: frames of `size` x `size` at `fps` (a fully convolutional
+    model: training on views smaller than the video's, e.g. 32 for 64-pixel videos, is cropping,
+    4x cheaper per clip); the card is measured at `eval_size` (0: `size`)."""
 
     model: dict[str, Any] = field(default_factory=dict)  # AutoencoderConfig fields
     size: int = 64
+    eval_size: int = 0
     fps: float = 30.0
     clip_latents: int = 3
     batch_size: int = 8
@@ -75,8 +78,8 @@ class CodecTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.size % 8:
-            raise ValueError(f"size must be a multiple of 8, got {self.size}")
+        if self.size % 8 or self.eval_size % 8 or self.eval_size < 0:
+            raise ValueError(f"size and eval_size must be multiples of 8, got {self.size}, {self.eval_size}")
         for name in ("lr", "fps", "ema_halflife"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < float("inf"):
@@ -296,7 +299,8 @@ def export_codec(out: str | Path, eval_clips: int = 16, eval_seconds: float = 2.
     with torch.no_grad():
         z = model.encode(draw_batch(config, 10**9))  # scale latents to unit variance, as the VAE's
     codec = AutoencoderCodec(model, 1.0 / float(z.std()))
-    card = codec_card(codec, clips=eval_clips, seconds=eval_seconds, size=config.size, fps=config.fps)
+    size = config.eval_size or config.size
+    card = codec_card(codec, clips=eval_clips, seconds=eval_seconds, size=size, fps=config.fps)
     card["training"] = {
         "steps": ckpt.step,
         "samples": ckpt.state.get("samples"),

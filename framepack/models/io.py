@@ -99,8 +99,7 @@ def weight_files(directory: str | os.PathLike) -> dict[str, Path]:
     root = Path(directory)
     single, index = root / WEIGHTS_NAME, root / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = {name: root / filename for name, filename in weight_map.items()}
+        files = {name: root / filename for name, filename in read_weight_map(index).items()}
         for path in set(files.values()):
             if not path.is_file():
                 raise FileNotFoundError(f"weight shard listed in {index} not found: expected {path}")
@@ -109,6 +108,26 @@ def weight_files(directory: str | os.PathLike) -> dict[str, Path]:
         with safe_open(single, framework="pt") as f:
             return dict.fromkeys(f.keys(), single)
     raise FileNotFoundError(f"transformer weights not found: expected {single} or {index}")
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """The `weight_map` (tensor name -> shard file name) of a safetensors index; ValueError in one
+    line when the file is not JSON or not such an object."""
+    hint = "re-download the model or fix the file"
+    try:
+        data = json.loads(index.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{index} is not valid JSON ({str(err).splitlines()[0][:80]}); {hint}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v and "/" not in v and v != ".."
+        for k, v in weight_map.items()
+    ):
+        raise ValueError(
+            f'{index} is not a safetensors index (expected {{"weight_map": {{tensor name: shard '
+            f"file in this folder}}}}); {hint}"
+        )
+    return weight_map
 
 
 def load_pretrained(

@@ -76,7 +76,8 @@ class Worker:
 
     `shutdown.set()` (from any thread) ends the running job after its current step and leaves
     it waiting, first, to resume; `wake()` makes an idle worker look at the queue now rather
-    than at its next poll; `on_step(job, section, step)` and `on_end(job)` observe.
+    than at its next poll; `on_step(job, section, step)`, `on_start(job)` and `on_end(job)`
+    observe; `progress` shows each job's progress on stderr (bars on a terminal, else lines).
     """
 
     def __init__(
@@ -86,8 +87,10 @@ class Worker:
         pipelines: Pipelines | None = None,
         on_step: StepHook | None = None,
         on_end: Callable[[QueueJob], None] | None = None,
+        on_start: Callable[[QueueJob], None] | None = None,
         poll: float = 1.0,
         device: str | None = None,
+        progress: bool = False,
     ) -> None:
         self.queue = queue
         self.device = device  # None: each job's own --device
@@ -95,6 +98,8 @@ class Worker:
         self.pipelines = pipelines or Pipelines()
         self.on_step = on_step
         self.on_end = on_end
+        self.on_start = on_start
+        self.progress = progress  # the pipeline's progress on stderr (framepack.progress)
         self.poll = poll
         self._wake = threading.Event()
         self.shutdown = _WakingEvent(self._wake)
@@ -160,6 +165,8 @@ class Worker:
     def _run_claimed(self, job: QueueJob) -> QueueJob:
         """Run a job this worker has claimed (marked running) to its end."""
         self.state = f"running {job.id}"
+        if self.on_start is not None:
+            self.on_start(job)
         queue, video = self.queue, self.queue.video(job)
         if finished(video):  # killed after the video was complete, before the job was marked
             return queue.update(job.id, lambda j: _finish(j, "done", frames=_frames(video)))
@@ -171,7 +178,7 @@ class Worker:
             resume = resume_path(video).exists()
             options = dataclasses.replace(options, resume=resume, overwrite=not resume)
             callback = self._callback(job, pipe, options, flag)
-            result = pipe.generate(options, progress=False, callback=callback, stop=flag)
+            result = pipe.generate(options, progress=self.progress, callback=callback, stop=flag)
         except UserError as err:
             message = str(err)
         except Exception as err:

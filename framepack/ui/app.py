@@ -152,7 +152,9 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
             with gr.Accordion("Keyframes: an image at a time (optional)", open=False):
                 for i in range(KEYFRAME_SLOTS):
                     with gr.Row():
-                        c[f"keyframe{i}_time"] = gr.Number(label=f"keyframe {i + 1} at (s)", value=None)
+                        c[f"keyframe{i}_time"] = gr.Textbox(
+                            label=f"keyframe {i + 1} at (s)", placeholder="seconds, e.g. 2.5"
+                        )
                         c[f"keyframe{i}_image"] = gr.Image(
                             label=f"keyframe {i + 1} image", type="filepath", format="png", sources=["upload"]
                         )
@@ -180,7 +182,7 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
             with gr.Row():
                 c["seed"] = gr.Number(label="seed", value=31337, precision=0, elem_id="fp-seed")
                 c["random_seed"] = gr.Checkbox(label="random seed (the job records it)")
-                c["steps"] = gr.Number(label=f"steps (empty: {spec.steps})", value=None, elem_id="fp-steps")
+                c["steps"] = _default_box(gr, "steps", spec.steps, "fp-steps")
             with gr.Row():
                 c["extend"] = gr.Textbox(
                     label="Extending (pick a video in the gallery)", interactive=False, elem_id="fp-extend"
@@ -188,16 +190,28 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
                 c["clear_extend"] = gr.Button("don't extend", size="sm")
             with gr.Accordion("Advanced: the model's settings (empty: its defaults)", open=False):
                 with gr.Row():
-                    c["fps"] = gr.Number(label=f"fps (empty: {spec.fps})", value=None)
-                    c["shift"] = gr.Number(label=f"shift (empty: {spec.shift})", value=None)
-                    c["guidance"] = gr.Number(
-                        label=f"distilled guidance (empty: {spec.guidance})", value=None
-                    )
+                    c["fps"] = _default_box(gr, "fps", spec.fps, "fp-fps")
+                    c["shift"] = _default_box(gr, "shift", spec.shift or "from the size", "fp-shift")
+                    c["guidance"] = _default_box(gr, "distilled guidance", spec.guidance, "fp-guidance")
                 with gr.Row():
-                    c["cfg"] = gr.Number(label="CFG scale (empty: the model's; 1 = off)", value=None)
-                    c["cfg_rescale"] = gr.Number(label="CFG rescale", value=0.0)
+                    c["cfg"] = _default_box(gr, "CFG scale (1 = off)", spec.cfg, "fp-cfg")
+                    c["cfg_rescale"] = _default_box(gr, "CFG rescale (0 to 1)", 0, "fp-cfg-rescale")
                     c["crf"] = gr.Number(label="H.264 CRF (0 best .. 51)", value=16, precision=0)
     return c
+
+
+def _default_box(gr: Any, label: str, default: Any, elem_id: str) -> Any:
+    """A number field whose empty value means the model's default, shown in the empty field.
+
+    A text box, not `gr.Number`: Gradio's number field shows and sends an empty value as 0,
+    which is no default (0 steps, 0 fps) and would be refused.
+    """
+    shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
+    return gr.Textbox(
+        label=f"{label} (empty: the model's default, {shown})",
+        placeholder=f"{shown} (the model's default)",
+        elem_id=elem_id,
+    )
 
 
 def _running(gr: Any) -> dict[str, Any]:
@@ -380,11 +394,9 @@ def _tick(
                     preview = np.asarray(image.convert("RGB"))
         except OSError:
             pass  # no preview yet, or the job just ended
-    shown = job or next((j for j in reversed(queue.jobs()) if j.status in ("done", "stopped")), None)
-    if shown is not None and queue.video(shown).is_file():
-        path = queue.video(shown)
-        if changed("video", (path.name, path.stat().st_mtime_ns)):
-            so_far = str(path)
+    path = queue.video(job) if job is not None else views.latest_video(queue)
+    if path is not None and path.is_file() and changed("video", (path.name, path.stat().st_mtime_ns)):
+        so_far = str(path)
     rows = views.queue_rows(queue)
     table = rows if changed("rows", rows) else gr.skip()
     choices = views.job_choices(queue)

@@ -181,6 +181,7 @@ def _keyframes(form: dict[str, Any]) -> list[tuple[float, str]]:
     keyframes = []
     for i in range(KEYFRAME_SLOTS):
         time, image = form.get(f"keyframe{i}_time"), form.get(f"keyframe{i}_image")
+        time = None if isinstance(time, str) and not time.strip() else time
         if image and time is None:
             raise UserError(
                 f"--keyframe: keyframe {i + 1} has an image but no time; give its time in seconds"
@@ -205,7 +206,8 @@ def _extend(name: str | None, outputs: Path) -> str | None:
 
 
 def _number(value: Any, flag: str, default: float | None) -> float | None:
-    if value is None or value == "":
+    """A number field's value; empty (None, "" or blanks): `default`."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return default
     try:
         number = float(value)
@@ -245,8 +247,9 @@ def form_from_settings(
         if path and path != example_image and _inside(path, outputs) is None
     ]
     keyframes = [(t, _inside(p, outputs)) for t, p in settings.get("keyframes") or []]
-    for i, (time, image) in enumerate(keyframes[:KEYFRAME_SLOTS]):
-        form[f"keyframe{i}_time"], form[f"keyframe{i}_image"] = time, image
+    for i in range(KEYFRAME_SLOTS):
+        time, image = keyframes[i] if i < len(keyframes) else (None, None)
+        form[f"keyframe{i}_time"], form[f"keyframe{i}_image"] = _text(time), image
     form.update(
         image=_inside(settings.get("image"), outputs),
         no_image=settings.get("image") is None,
@@ -257,17 +260,20 @@ def form_from_settings(
         plan=settings.get("plan") if settings.get("plan") in PLANS else MODEL_DEFAULT,
         seed=settings.get("seed"),
         random_seed=False,
-        steps=settings.get("steps"),
+        steps=_text(settings.get("steps")),
         sampler=settings.get("sampler") or "unipc",
-        fps=settings.get("fps"),
-        shift=settings.get("shift"),
-        guidance=settings.get("guidance"),
-        cfg=settings.get("cfg"),
-        cfg_rescale=settings.get("cfg_rescale"),
+        **{name: _text(settings.get(name)) for name in ("fps", "shift", "guidance", "cfg", "cfg_rescale")},
         crf=None,
         extend=_name_inside(settings.get("extend"), outputs),
     )
     return form, notes
+
+
+def _text(value: Any) -> str:
+    """A setting as a text field shows it: "" for None (the model's default), numbers as %g."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 def _inside(path: str | None, outputs: Path) -> str | None:

@@ -90,6 +90,14 @@ def _prompt(job: QueueJob) -> str:
     return job.prompt.replace("\n", "; ") or "(the model's prompt)"
 
 
+def latest_video(queue: JobQueue) -> Path | None:
+    """The video "the video so far" shows when no job runs: the newest one a job made (by the
+    file's time: a "generate now" job runs before older queued ones), or None."""
+    videos = [queue.video(j) for j in queue.jobs() if j.status in ("done", "stopped")]
+    videos = [v for v in videos if v.is_file()]
+    return max(videos, key=lambda v: v.stat().st_mtime_ns, default=None)
+
+
 def finished_videos(outputs: Path) -> list[Path]:
     """Complete videos in `outputs` (their sidecar says `complete`), newest first."""
     videos = []
