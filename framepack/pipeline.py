@@ -335,7 +335,7 @@ class Job:
             "frames": self.frames,
             "seed": o.seed,
             "steps": o.steps or self.spec.steps,
-            "sampler": o.sampler,
+            "sampler": o.sampler or self.spec.sampler,
             "shift": o.shift if o.shift is not None else self.spec.shift,
             "guidance": o.guidance if o.guidance is not None else self.spec.guidance,
             "cfg": o.cfg,
@@ -422,7 +422,7 @@ class Job:
                 info = StepInfo(section, len(self.plan), step, len(sigmas) - 1, float(sigmas[step]), x0)
                 on_step(info)
 
-        sampler = sample_unipc if self.options.sampler == "unipc" else sample_euler
+        sampler = sample_unipc if self.settings["sampler"] == "unipc" else sample_euler
         try:
             x = sampler(velocity, noise.to(c.device), sigmas.to(c.device), callback=report)
         except SectionStopped:
