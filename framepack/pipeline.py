@@ -31,7 +31,7 @@ from torch import Tensor
 from framepack import __version__
 from framepack.components import Components, LoadOptions, load_components
 from framepack.conditioning import latent_time, prepare
-from framepack.context import STRATEGY_LAYOUT, released_context, section_context
+from framepack.context import STRATEGY_LAYOUT, plan_context, released_context
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
 from framepack.packing import PackedContext, Schedule, parse_schedule
@@ -492,36 +492,20 @@ class Job:
         device, dtype = self.components.device, self.components.dtype
         if section.levels:  # released layouts, index for index
             return released_context(latents, section.levels).to(device, dtype)
-        hist = [] if drop_history else list(section.history)  # nearest first
-        if (
-            self.schedule.ranking == "time"
-        ):  # only the nearest frames can be chosen: keep per-section work flat
-            hist = hist[: self.schedule.capacity]
         noise = self.options.history_noise
         generator = section_generator(self.options.seed, f"history-{section.start}") if noise else None
-        ctx = section_context(
+        ctx = plan_context(
             latents,
-            torch.arange(latents.shape[2]),
-            hist,
-            section.latent_indices,
+            section,
             self.schedule,
             STRATEGY_LAYOUT.get(self.plan.strategy, "endpoints"),
-            anchors=section.anchors,
-            anchor_times=[self._anchor_index(a, section) for a in section.anchors],
+            anchor_gap=self.spec.max_anchor_gap,
+            drop_history=drop_history,
             quantize=self.components.history_codebook,  # as in training (SPEC sec. 4)
             history_noise=noise,
             generator=generator,
         )
         return ctx.to(device, dtype)
-
-    def _anchor_index(self, frame: int, section: Section) -> int:
-        """RoPE time of an anchor: its true time, or capped at `max_anchor_gap` from the section."""
-        gap = self.spec.max_anchor_gap
-        if gap is None:
-            return frame
-        if frame < section.start:
-            return max(frame, section.start - gap)
-        return min(frame, section.stop - 1 + gap)
 
     def _section_label(self, section: Section) -> str:
         """Which section, in the output video's seconds, e.g. "section 2 of 8 (0.27-0.53 s)"."""

@@ -244,6 +244,12 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def sampling_defaults(self) -> dict[str, Any]:
+        """`BundleMeta` fields a bundle of this run sets besides those taken from the training
+        settings: none for a trained model; a distilled student's steps, sampler and guidance
+        (framepack.distill.config.DistillConfig)."""
+        return {}
+
 
 def load_config(path: Path) -> TrainConfig:
     """Read a JSON config; user mistakes become `UserError`."""
