@@ -116,12 +116,12 @@ def teacher_config(teacher: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
             f"--teacher {teacher}: its framepack.json records no training config; distil a bundle "
             "written by framepack train"
         )
+    if "student_steps" in raw:
+        raise UserError(f"--teacher {teacher} is itself a distilled student; distil its teacher instead")
     try:
         config = TrainConfig.from_dict(raw)
     except (TypeError, ValueError) as err:
         raise UserError(f"--teacher {teacher}: its training config does not read ({err})") from None
-    if "student_steps" in raw:
-        raise UserError(f"--teacher {teacher} is itself a distilled student; distil its teacher instead")
     defaults = {
         "steps": meta.steps,
         "cfg": float(meta.cfg_scale),
