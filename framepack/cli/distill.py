@@ -112,8 +112,13 @@ def run(args: argparse.Namespace) -> int:
     from framepack.distill.loop import distill
 
     config = _bundle_config(args)
+    from framepack.train.distributed import Distributed
+
     run_dir = distill(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"student written to {run_dir / 'bundle'} ({config.student_steps} steps, no CFG pass)")
+    env = Distributed.from_env()
+    if env.is_main:  # one line, not one per process under torchrun
+        print(f"student written to {run_dir / 'bundle'} ({config.student_steps} steps, no CFG pass)")
+    env.leave()
     return 0
 
 

@@ -17,6 +17,7 @@ from framepack.distill.config import DistillConfig
 from framepack.distill.labels import Labeller
 from framepack.model_bundle import load_bundle, load_meta, update_meta
 from framepack.train.components import Denoiser
+from framepack.train.distributed import Distributed
 from framepack.train.loop import train
 
 
@@ -33,7 +34,10 @@ def distill(
     the run directory, whose `bundle/` is the student. See the module docstring."""
     labeller = Labeller(config, load_teacher(config))
     run = train(config, run_dir, resume=resume, init=config.teacher, progress=progress, label=labeller)
-    finish_student(config, run / "bundle")
+    env = Distributed.from_env()
+    if env.is_main:
+        finish_student(config, run / "bundle")
+    env.barrier()
     return run
 
 
