@@ -671,7 +671,13 @@ def export_bundle(
     latest = latest_checkpoint(paths.checkpoints)
     if latest is None:
         raise UserError(f"{paths.root} has no checkpoint to export; train first")
-    config = config_type.from_dict(json.loads(paths.config.read_text()))
+    try:
+        config = config_type.from_dict(json.loads(paths.config.read_text()))
+    except (TypeError, ValueError) as err:
+        raise UserError(
+            f"{paths.config} does not read as a {config_type.__name__} ({err}); a framepack distill "
+            "run's student is its bundle/ folder"
+        ) from None
     initial = load_bundle(paths.model)
     model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
     ckpt = load_checkpoint(latest)
