@@ -110,6 +110,7 @@ def spec_from_meta(meta: Any, path: Path) -> ModelSpec:
         schedule=meta.schedule,
         plan=meta.default_plan,
         steps=meta.steps,
+        sampler=meta.sampler,
         shift=meta.shift,
         guidance=meta.guidance,
         cfg=float(meta.cfg_scale),

@@ -24,12 +24,13 @@ the anchors stay exact and the zero padding stays zeros.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import islice
 
 import torch
 from torch import Tensor
 
 from framepack.packing import PackedContext, PackedLevel, Schedule, pack
-from framepack.plans import LayoutLevel
+from framepack.plans import LayoutLevel, Section
 
 LAYOUTS = ("forward", "inverted", "endpoints")
 # Zero-padding frames continue the history on the side where it lies.
@@ -106,6 +107,52 @@ def section_context(
         anchor_indices=torch.tensor([list(anchor_times)], dtype=torch.int64) if anchor_list else None,
         pad="zeros",
         pad_side=PAD_SIDE[layout],
+    )
+
+
+def anchor_time(frame: int, section: Section, gap: int | None) -> int:
+    """RoPE time of an anchor of `section`: its true time, or at most `gap` latent frames before
+    the section's start / after its end (a model's `max_anchor_gap`; None: the true time)."""
+    if gap is None:
+        return frame
+    if frame < section.start:
+        return max(frame, section.start - gap)
+    return min(frame, section.stop - 1 + gap)
+
+
+def plan_context(
+    timeline: Tensor,
+    section: Section,
+    schedule: Schedule,
+    layout: str,
+    *,
+    anchor_gap: int | None = None,
+    drop_history: bool = False,
+    quantize: Callable[[Tensor], Tensor] | None = None,
+    history_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> PackedContext:
+    """The packed context of a general-mode plan section (framepack.plans.Section) from the
+    latent timeline (1, C, T, h, w) whose positions are frame times: its history (none with
+    `drop_history`), its anchors at `anchor_time`, discretized and noised as `section_context`
+    does. The one context builder of generation (framepack.pipeline) and of self-rollout
+    training (framepack.distill.rollout). Returns a batch-1 context."""
+    # nearest first; with the time ranking only the nearest can be chosen: keep the work flat
+    # (a plan's history is computed on demand, framepack.plans)
+    keep = schedule.capacity if schedule.ranking == "time" else None
+    hist = [] if drop_history else list(islice(section.history, keep))
+    return section_context(
+        timeline,
+        torch.arange(timeline.shape[2]),
+        hist,
+        section.latent_indices,
+        schedule,
+        layout,
+        anchors=section.anchors,
+        anchor_times=[anchor_time(a, section, anchor_gap) for a in section.anchors],
+        quantize=quantize,
+        history_noise=history_noise,
+        generator=generator,
     )
 
 

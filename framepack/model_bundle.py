@@ -38,6 +38,7 @@ from framepack.discretize import Codebook
 from framepack.disk import writing
 from framepack.errors import UserError
 from framepack.models import PackedTransformer
+from framepack.options import SAMPLERS
 from framepack.packing import parse_schedule
 from framepack.sampling import PREDICTIONS
 from framepack.text.vocab import VocabEncoder
@@ -64,7 +65,8 @@ class BundleMeta:
     pad:          how missing history is filled ("zeros", like the released history buffer).
     layouts:      sampling layouts the model was trained for ("forward", "inverted", "endpoints").
     default_plan: the plan `framepack generate` uses by default.
-    steps, shift, sampler: sampling defaults (flow-matching steps, time shift, sampler name).
+    steps, shift, sampler: sampling defaults (flow-matching steps, time shift, sampler name:
+                  "unipc", or "euler" for a few-step distilled student, docs/distill.md).
     guidance:     distilled guidance value, or None when the model has no guidance embedding.
     cfg_scale:    default classifier-free guidance (1.0 = off).
     default_prompt: a caption the model knows, for the default example.
@@ -113,6 +115,8 @@ class BundleMeta:
             raise ValueError(f"layouts must name forward, inverted or endpoints, got {list(self.layouts)}")
         if self.default_plan not in ("forward", "inverted", "endpoints", "multi-endpoint"):
             raise ValueError(f"default_plan must be a plan name, got {self.default_plan!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         k = self.history_codebook

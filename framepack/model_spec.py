@@ -36,6 +36,8 @@ class ModelSpec:
     schedule:     packing schedule spec (`framepack.packing.parse_schedule`), general mode.
     plan:         default section plan.
     steps:        default sampling steps; shift: sigma shift (None: resolution-dependent, capped).
+    sampler:      default sampler ("unipc", or "euler": a few-step distilled student's,
+                  docs/distill.md).
     guidance:     distilled guidance (None: the model has no guidance embedding).
     cfg:          default real classifier-free guidance on the prompt (1.0 = off).
     size:         (H, W) pixels for models with one size; None: resolution buckets.
@@ -53,6 +55,7 @@ class ModelSpec:
     schedule: str = "released-f1"
     plan: str = "inverted"
     steps: int = 25
+    sampler: str = "unipc"
     shift: float | None = None
     guidance: float | None = None
     cfg: float = 1.0

@@ -43,7 +43,7 @@ class GenerationOptions:
     seed: int = 31337
     steps: int | None = None
     plan: str | None = None
-    sampler: str = "unipc"
+    sampler: str | None = None  # "unipc" or "euler"; None: the model's (framepack.json)
     shift: float | None = None
     guidance: float | None = None  # distilled guidance (released models: 10)
     cfg: float | None = None  # real classifier-free guidance; 1 = off; None: the model's
@@ -85,7 +85,7 @@ class GenerationOptions:
             raise UserError(f"--steps must be between 1 and 1000, got {self.steps}")
         if self.plan is not None and self.plan not in PLANS:
             raise UserError(f"unknown plan {self.plan!r}; choose one of: {', '.join(PLANS)}")
-        if self.sampler not in SAMPLERS:
+        if self.sampler is not None and self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.cfg is not None and not (math.isfinite(self.cfg) and self.cfg >= 1.0):
             raise UserError(f"--cfg must be a number >= 1 (1 turns real guidance off), got {self.cfg:g}")

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from torch import Tensor
 from framepack import __version__
 from framepack.components import BUILTIN_MODELS, Components, LoadOptions, load_components
 from framepack.conditioning import extension_prompt, latent_time, prepare
-from framepack.context import STRATEGY_LAYOUT, released_context, section_context
+from framepack.context import STRATEGY_LAYOUT, plan_context, released_context
 from framepack.disk import atomic_path, check_names, writing
 from framepack.errors import UserError
 from framepack.options import GenerationOptions
@@ -406,7 +405,7 @@ class Job:
             "frames": self.frames,
             "seed": o.seed,
             "steps": o.steps or self.spec.steps,
-            "sampler": o.sampler,
+            "sampler": o.sampler or self.spec.sampler,
             "shift": o.shift if o.shift is not None else self.spec.shift,
             "guidance": o.guidance if o.guidance is not None else self.spec.guidance,
             "cfg": o.cfg,
@@ -498,7 +497,7 @@ class Job:
                 info = StepInfo(section, len(self.plan), step, len(sigmas) - 1, float(sigmas[step]), x0)
                 on_step(info)
 
-        sampler = sample_unipc if self.options.sampler == "unipc" else sample_euler
+        sampler = sample_unipc if self.settings["sampler"] == "unipc" else sample_euler
         try:
             x = sampler(velocity, noise.to(c.device), sigmas.to(c.device), callback=report)
         except SectionStopped:
@@ -568,34 +567,20 @@ class Job:
         device, dtype = self.components.device, self.components.dtype
         if section.levels:  # released layouts, index for index
             return released_context(latents, section.levels).to(device, dtype)
-        # nearest first; with the time ranking only the nearest can be chosen: keep the work flat
-        keep = self.schedule.capacity if self.schedule.ranking == "time" else None
-        hist = [] if drop_history else list(islice(section.history, keep))
         noise = self.options.history_noise
         generator = section_generator(self.options.seed, f"history-{section.start}") if noise else None
-        ctx = section_context(
+        ctx = plan_context(
             latents,
-            torch.arange(latents.shape[2]),
-            hist,
-            section.latent_indices,
+            section,
             self.schedule,
             STRATEGY_LAYOUT.get(self.plan.strategy, "endpoints"),
-            anchors=section.anchors,
-            anchor_times=[self._anchor_index(a, section) for a in section.anchors],
+            anchor_gap=self.spec.max_anchor_gap,
+            drop_history=drop_history,
             quantize=self.components.history_codebook,  # as in training (SPEC sec. 4)
             history_noise=noise,
             generator=generator,
         )
         return ctx.to(device, dtype)
-
-    def _anchor_index(self, frame: int, section: Section) -> int:
-        """RoPE time of an anchor: its true time, or capped at `max_anchor_gap` from the section."""
-        gap = self.spec.max_anchor_gap
-        if gap is None:
-            return frame
-        if frame < section.start:
-            return max(frame, section.start - gap)
-        return min(frame, section.stop - 1 + gap)
 
     def _section_label(self, section: Section) -> str:
         """Which section, in the output video's seconds, e.g. "section 2 of 8 (0.27-0.53 s)"."""

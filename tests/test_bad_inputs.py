@@ -266,6 +266,17 @@ CASES: list[tuple[str, tuple[str | bytes, ...], str]] = [
     ("export-folder", ("train", "--out", "run", "--export", "folder"), "--overwrite"),
     ("export-folder-overwrite", ("train", "--out", "run", "--export", "folder", "--overwrite"), "bundle"),
     ("export-nothing", ("train", "--out", "r", "--export", "b"), "r"),
+    # distill
+    (
+        "distill-steps",
+        ("distill", "--teacher", "run/bundle", "--out", "r", "--student-steps", "5"),
+        "student_steps",
+    ),
+    ("distill-teacher", ("distill", "--teacher", "folder", "--out", "r"), "not a model bundle"),
+    ("distill-nothing", ("distill", "--out", "r"), "say what to distil"),
+    ("distill-resume", ("distill", "--out", "r", "--resume"), "nothing to resume"),
+    ("distill-used-run", ("distill", "--teacher", "run/bundle", "--out", "run"), "not empty"),
+    ("distill-released-cfg", ("distill", "--model", "hunyuan-f1", "--out", "r", "--cfg", "3"), "--cfg"),
     # ui, queue, lora
     ("ui-port", ("ui", "--port", "99999"), "--port"),
     ("ui-outputs-file", ("ui", "--outputs", "keep.txt"), "keep.txt"),

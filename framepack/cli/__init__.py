@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("ui", "the web UI: a page with a persistent job queue and a gallery"),
     "queue": ("queue", "the web UI's job queue from the shell: add, list, run, move, cancel, retry"),
     "codec": ("codec", "train and measure the demo's learned video autoencoder"),
+    "distill": ("distill", "distil a model into a student that samples a section in 4 steps or fewer"),
     "lora": ("lora", "LoRA training for the released models: cache, train, convert, memory"),
     "download": ("download", "fetch the released weights (hunyuan-inverted, hunyuan-f1; about 40 GB)"),
 }

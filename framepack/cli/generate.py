@@ -59,7 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help=f"seed; same seed, same video (default {OPTS.seed})")
     g.add_argument("--steps", type=int, help="sampling steps per section (default: the model's)")
     g.add_argument("--plan", choices=PLANS, help="section order (default: the model's)")
-    g.add_argument("--sampler", choices=SAMPLERS, help=f"sampler (default {OPTS.sampler})")
+    g.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="sampler (default: the model's; unipc, euler for distilled students)",
+    )
     g.add_argument("--shift", type=float, help="sigma shift (default: the model's)")
     g.add_argument("--guidance", type=float, help="distilled guidance (default: the model's)")
     g.add_argument(

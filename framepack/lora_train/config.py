@@ -135,6 +135,11 @@ class LoraTrainConfig:
         """The fields a resumed run must share with the run it continues."""
         return {k: v for k, v in self.to_dict().items() if k not in FREE_ON_RESUME}
 
+    def file_meta(self) -> dict[str, str]:
+        """What the LoRA files' safetensors metadata records of the run (a distilled student
+        adds its sampling steps: framepack.distill.lora)."""
+        return {"framepack_model": self.model, "framepack_mode": self.mode}
+
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:

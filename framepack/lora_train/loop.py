@@ -23,6 +23,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ from framepack.train.loop import RunPaths, _no_sync, learning_rate, read_log, tr
 from framepack.train.loss import flow_matching_loss
 from framepack.train.plot import plot_loss
 
+# (transformer with adapters, this process's sections, 0-based step) -> the sections trained on
+LoraLabeller = Callable[[nn.Module, list[LoraSample], int], list[LoraSample]]
 LORA_FILES = {"kohya": "lora.safetensors", "diffusers": "lora.diffusers.safetensors"}
 
 
@@ -209,7 +212,7 @@ def lora_step(
 
 def write_lora(run: Path, weights: dict[str, Tensor], config: LoraTrainConfig, step: int) -> None:
     pairs = pairs_from_state(weights, config.spec.scale * config.rank)
-    meta = {"framepack_model": config.model, "framepack_mode": config.mode, "framepack_steps": str(step)}
+    meta = {**config.file_meta(), "framepack_steps": str(step)}
     for fmt, name in LORA_FILES.items():
         save_lora(run / name, pairs, fmt, meta)
 
@@ -220,7 +223,7 @@ def start_run(
     """A fresh run writes its config; a resumed one must match the saved settings."""
     if resume and paths.config.is_file():
         saved = json.loads(paths.config.read_text())
-        before = LoraTrainConfig.from_dict(saved["config"]).resume_settings()
+        before = type(config).from_dict(saved["config"]).resume_settings()
         changed = sorted(k for k, v in config.resume_settings().items() if before.get(k) != v)
         if changed:
             raise UserError(
@@ -247,8 +250,13 @@ def train_lora(
     *,
     resume: bool = False,
     progress: bool = True,
+    label: LoraLabeller | None = None,
 ) -> Path:
-    """Train (or resume) a LoRA; returns the run directory. See the module docstring."""
+    """Train (or resume) a LoRA; returns the run directory. See the module docstring.
+
+    label: turns each step's drawn sections into the ones trained on, given the transformer
+    with its adapters (distillation: the base model's few-step targets, framepack.distill.lora);
+    None trains on the cache's own flow-matching targets."""
     paths, env = RunPaths(Path(run_dir)), Distributed.from_env()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -298,6 +306,8 @@ def train_lora(
                 break
             mine = range(env.rank, config.batch_size, env.world)  # step
             samples = [draw_sample(config, cache, step, index) for index in mine]
+            if label is not None:
+                samples = label(model, samples, step)
             loss = lora_step(config, env, wrapped, params, optimizer, samples, step)
             if not math.isfinite(loss):
                 raise RuntimeError(f"loss became {loss} at step {step}; lower --lr or check the data")

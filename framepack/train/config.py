@@ -244,14 +244,27 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def sampling_defaults(self) -> dict[str, Any]:
+        """`BundleMeta` fields a bundle of this run sets besides those taken from the training
+        settings: none for a trained model; a distilled student's steps, sampler and guidance
+        (framepack.distill.config.DistillConfig)."""
+        return {}
 
-def load_config(path: Path) -> TrainConfig:
-    """Read a JSON config; user mistakes become `UserError`."""
-    raw = read_json_object(path, "config file", "TrainConfig fields")
+
+def load_config(path: Path, config_type: type[TrainConfig] | None = None) -> TrainConfig:
+    """Read a JSON config as `config_type` (TrainConfig; a distillation run's DistillConfig);
+    user mistakes become `UserError`."""
+    config_type = config_type or TrainConfig
+    raw = read_json_object(path, "config file", f"{config_type.__name__} fields")
     try:
-        return TrainConfig.from_dict(raw)
+        return config_type.from_dict(raw)
     except (TypeError, ValueError) as err:
-        raise UserError(f"config file {path}: {err}") from None
+        hint = (
+            ""
+            if config_type is not TrainConfig
+            else " (a framepack distill run's student is its bundle/ folder)"
+        )
+        raise UserError(f"config file {path}: {err}{hint}") from None
 
 
 def _tuples(value: Any) -> Any:

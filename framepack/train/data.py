@@ -254,6 +254,7 @@ class MicroBatch:
     captions: the caption active at each section's middle frame ("" with prob. caption_dropout).
     sigma:    (m,) noise levels; noise: (m, C, window, h, w).
     layouts:  the layout name of each sample.
+    micro_index: the global micro-batch it was drawn for (keys further draws, e.g. distillation's).
     """
 
     target: Tensor
@@ -263,6 +264,7 @@ class MicroBatch:
     sigma: Tensor
     noise: Tensor
     layouts: list[str]
+    micro_index: int = 0
 
 
 def section_caption(
@@ -340,6 +342,7 @@ def draw_micro_batches(
             sigma=torch.cat([s[4] for s in group]),
             noise=torch.cat([s[5] for s in group]),
             layouts=[s[6].layout for s in group],
+            micro_index=micro_index,
         )
         for group in samples.values()
     ]

@@ -25,7 +25,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +134,8 @@ def max_latent_index(config: TrainConfig) -> int:
 
 
 def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None = None) -> BundleMeta:
-    return BundleMeta(
+    """The bundle settings of a run at `step` (a distilled student's sampling defaults on top)."""
+    fields: dict[str, Any] = dict(
         fps=config.data.fps,
         height=config.data.size,
         width=config.data.size,
@@ -149,6 +150,7 @@ def bundle_meta(config: TrainConfig, step: int = 0, card: dict[str, Any] | None 
         model_card=dict(card or {}),
         training={"config": config.to_dict(), "steps": step, "samples": step * config.batch_size},
     )
+    return BundleMeta(**{**fields, **config.sampling_defaults()})
 
 
 def load_init(
@@ -428,6 +430,11 @@ def _set_up(
     return source, model, codec, codebook
 
 
+# A step's micro-batches -> those trained on (framepack.distill's teacher targets), given the
+# session (its current model) and the 0-based step.
+Labeller = Callable[["Session", list[MicroBatch], int], list[MicroBatch]]
+
+
 @dataclass
 class Session:
     """What one training process works with: the data, the model (bare and wrapped for DDP or
@@ -459,6 +466,7 @@ def train(
     add_levels: Sequence[tuple[int, int, int]] = (),
     progress: bool = True,
     stop: Any = None,
+    label: Labeller | None = None,
 ) -> Path:
     """Train (or resume, or finetune) and return the run directory. See the module docstring.
 
@@ -466,6 +474,9 @@ def train(
     after the current step with a checkpoint of it (`--resume` continues exactly) and without
     its bundle. Only a one-process run watches it (several processes would stop at different
     steps); under torchrun Ctrl-C ends the processes and `--resume` starts at the last checkpoint.
+    label: turns each step's drawn micro-batches into the ones trained on, after the previous
+    step's update (distillation: teacher targets and self-rollout history, framepack.distill);
+    None trains on the data's own flow-matching targets.
     """
     run = start(config, RunPaths(Path(run_dir)), resume=resume, init=init, add_levels=add_levels)
     config = run.config  # a finetune takes its model's history codebook size
@@ -489,6 +500,8 @@ def train(
             upcoming = prefetch.submit(
                 draw_step, config, run.env, run.source, run.codec, run.step + 1, run.codebook
             )
+            if label is not None:
+                batches = label(run, batches, run.step)
             loss = train_step(config, run.env, run.wrapped, run.model, run.optimizer, batches, run.step)
             if not math.isfinite(loss):
                 raise RuntimeError(f"loss became {loss} at step {run.step}; lower lr or check the data")
@@ -505,7 +518,7 @@ def train(
         prefetch.shutdown(wait=True, cancel_futures=True)
         ledger.close()
     if run.env.is_main and not stopped:
-        export_bundle(run.paths.root, run.paths.bundle)
+        export_bundle(run.paths.root, run.paths.bundle, config_type=type(config))
     run.env.barrier()
     return run.paths.root
 
@@ -667,14 +680,16 @@ def export_bundle(
     card: dict[str, Any] | None = None,
     readme: str | None = None,
     dtype: torch.dtype = torch.float32,
+    config_type: type[TrainConfig] = TrainConfig,
 ) -> Path:
     """Write the latest checkpoint's EMA weights as a model bundle at `out` (the transformer in
-    `dtype`; the prompt encoder stays float32)."""
+    `dtype`; the prompt encoder stays float32). `config_type` reads the run's config.json (a
+    distillation run's: framepack.distill.config.DistillConfig)."""
     paths = RunPaths(Path(run_dir))
     latest = latest_checkpoint(paths.checkpoints)
     if latest is None:
         raise UserError(f"{paths.root} has no checkpoint to export; train first")
-    config = load_config(paths.config)
+    config = load_config(paths.config, config_type)
     initial = load_bundle(paths.model)
     model = Denoiser(initial.transformer, initial.text_encoder, config.prediction)
     ckpt = load_checkpoint(latest)

@@ -178,7 +178,7 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
             with gr.Row():
                 c["seconds"] = gr.Number(label="seconds", value=5, minimum=0, elem_id="fp-seconds")
                 c["plan"] = gr.Dropdown([MODEL_DEFAULT, *PLANS], value=MODEL_DEFAULT, label="plan")
-                c["sampler"] = gr.Dropdown(list(SAMPLERS), value="unipc", label="sampler")
+                c["sampler"] = gr.Dropdown([MODEL_DEFAULT, *SAMPLERS], value=MODEL_DEFAULT, label="sampler")
             with gr.Row():
                 c["seed"] = gr.Number(label="seed", value=31337, precision=0, elem_id="fp-seed")
                 c["random_seed"] = gr.Checkbox(label="random seed (the job records it)")
