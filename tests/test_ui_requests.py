@@ -258,7 +258,7 @@ def test_uploads_no_job_needs_are_cleaned_up(tmp_path):
     assert clean_uploads(q) == [] and sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before
     assert UploadSweeper(q).maybe() == []  # the server cleaned as it started; the next in a minute
 
-    removed = clean_uploads(q, now=time.time() + 3601)  # an hour later: no form used them since
+    removed = clean_uploads(q, now=time.time() + 86401)  # a day later: no form used them since
     assert sorted(removed) == sorted([queued, abandoned, orphan])
     assert named.is_file() and not queued.parent.exists() and folder.is_dir()
     for kept in (job, done, cancelled):  # every job's own copies stay (run, retry, load settings)

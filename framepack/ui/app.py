@@ -69,7 +69,7 @@ def create_demo(queue: JobQueue, worker: Worker, spec: ModelSpec, model: str, lo
         fields = [form[name] for name in FORM]
         table, picker = jobs["table"], jobs["picker"]
 
-        sweeper = UploadSweeper(queue)  # uploads no job uses go after an hour unused
+        sweeper = UploadSweeper(queue)  # uploads no job uses go after a day unused
 
         def add(now: bool, *values: Any) -> dict:
             form_values = dict(zip(FORM, values))

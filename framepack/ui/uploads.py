@@ -28,7 +28,7 @@ from typing import Any
 from framepack.queue import JobQueue
 
 logger = logging.getLogger(__name__)
-UPLOAD_KEEP = 3600.0  # seconds an upload no job names stays after its last use
+UPLOAD_KEEP = 24 * 3600.0  # seconds an upload no job names stays after its last use (a day)
 INPUT_GRACE = 600.0  # an input copy without its job file is left this long (an add in progress)
 SWEEP_EVERY = 60.0  # seconds between two sweeps while the server runs
 _INPUT = re.compile(r"(?P<id>.+)-(?:image|end|keyframe\d+)\.[^./]+")
