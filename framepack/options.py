@@ -6,7 +6,9 @@ entry point refuses the same bad input with the same one-line message (`UserErro
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,12 +141,36 @@ class GenerationOptions:
 
 
 def _check_folder(path: Path, flag: str) -> None:
-    """A folder that exists or can be created: no file where it or one of its parents should be."""
+    """A folder that exists and takes files, or can be created: no file where it or one of its
+    parents should be, and its nearest existing folder takes a new file (probed with a hidden
+    temporary file, removed at once; `/proc`, a read-only or unwritable folder are refused)."""
     for folder in (path, *path.parents):
         if folder.exists():
             if not folder.is_dir():
                 raise UserError(f"{flag} {path}: {folder} is a file, not a folder; give a folder")
+            _check_writable(path, folder, flag)
             return
+
+
+def _check_writable(path: Path, folder: Path, flag: str) -> None:
+    """Refuse (UserError) an existing `folder` (`path` or its nearest existing parent) that
+    cannot take a new file."""
+    import tempfile
+
+    cause = None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        cause = os.strerror(errno.EACCES)
+    else:
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".framepack-probe-"):
+                pass
+        except OSError as err:
+            cause = err.strerror or str(err)
+    if cause is not None:
+        where = "" if folder == path else f" ({folder}, where it would be created)"
+        raise UserError(
+            f"{flag} {path}: cannot write in this folder{where} ({cause}); give a folder you can write in"
+        )
 
 
 def _is_utf8(text: str) -> bool:

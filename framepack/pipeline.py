@@ -450,7 +450,7 @@ class Job:
         latents, done = self._timeline()
         writer = self._writer()
         if self.files is not None and not self.options.resume:
-            self.files.start(self.settings, self.options.seed)
+            self.files.start(self.settings, self.options.seed, replacing=not writer.file.progressive)
         start = self._resume(latents, done, writer) if self.options.resume else 0
         steps = self.settings["steps"]
         if self.components.on_job_start is not None:
@@ -612,8 +612,12 @@ class Job:
 
     def _writer(self) -> VideoWriter:
         c = self.components
-        # --overwrite keeps the old video until the new one is complete (no in-progress copies)
-        progressive = self.options.resume or not (self.out and self.out.exists())
+        # --overwrite keeps the old video until the new one is complete (no in-progress copies),
+        # also when the job is resumed (its resume state records that it replaces a video)
+        if self.options.resume and self.files is not None:
+            progressive = not self.files.was_replacing()
+        else:
+            progressive = not (self.out and self.out.exists())
         file = (
             VideoFile(self.out, self.fps, self.options.crf, self.settings, self.frames, progressive)
             if self.out

@@ -49,11 +49,14 @@ class ResumeState:
     next_section: index, in the plan's order, of the next section to generate.
     settings: the job's settings (prompts, seed, model, plan, steps, version...); JSON values.
     seed: the job seed; section noise comes from `section_generator(seed, section_id)`.
+    replacing: the job replaces an older video (`--overwrite`): the old one stays until the new
+        one is complete, also across `--resume`.
     """
 
     next_section: int
     settings: dict[str, Any]
     seed: int
+    replacing: bool = False
 
 
 def resume_path(video_path: str | os.PathLike) -> Path:
@@ -77,7 +80,12 @@ def save_state(path: str | os.PathLike, state: ResumeState) -> Path:
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "state": settings_json(
-            {"next_section": int(state.next_section), "seed": int(state.seed), "settings": state.settings}
+            {
+                "next_section": int(state.next_section),
+                "seed": int(state.seed),
+                "settings": state.settings,
+                "replacing": bool(state.replacing),
+            }
         ),
     }
     path = Path(path)
@@ -117,6 +125,7 @@ def load_state(path: str | os.PathLike, expected: Mapping[str, Any] | None = Non
             next_section=int(fields["next_section"]),
             settings=dict(fields["settings"]),
             seed=int(fields["seed"]),
+            replacing=fields.get("replacing", False) is True,  # older states: False
         )
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(
@@ -163,6 +172,7 @@ class SectionFiles:
         self.video = Path(video)
         self.state = resume_path(video)
         self.parts = parts_path(video)
+        self.replacing = False  # the job replaces an older video (ResumeState.replacing)
 
     def part(self, step: int) -> Path:
         return self.parts / f"section_{step:05d}.safetensors"
@@ -171,10 +181,18 @@ class SectionFiles:
         """Whether anything of the job was saved (the state, a part or the video)."""
         return self.state.exists() or self.parts.exists() or self.video.exists()
 
-    def start(self, settings: dict[str, Any], seed: int) -> None:
+    def start(self, settings: dict[str, Any], seed: int, *, replacing: bool = False) -> None:
         """Save the state of a job that has made nothing yet (`next_section` 0), so a job killed
-        before its first section resumes (from the start) like any other."""
-        save_state(self.state, ResumeState(next_section=0, settings=settings, seed=seed))
+        before its first section resumes (from the start) like any other. `replacing`: the job
+        replaces an older video, which must stay until the new one is complete."""
+        self.replacing = replacing
+        save_state(self.state, ResumeState(0, settings, seed, replacing))
+
+    def was_replacing(self) -> bool:
+        """Whether the saved job replaces an older video (read from its state; False without one)."""
+        if self.state.is_file():
+            self.replacing = load_state(self.state).replacing
+        return self.replacing
 
     def remove_litter(self) -> None:
         for tmp in self.parts.glob(".section_*.tmp*"):  # the parts folder is the job's own
@@ -185,7 +203,7 @@ class SectionFiles:
         with writing(self.parts):
             self.parts.mkdir(parents=True, exist_ok=True)
         save_part(self.part(step), latents)
-        save_state(self.state, ResumeState(next_section=step + 1, settings=settings, seed=seed))
+        save_state(self.state, ResumeState(step + 1, settings, seed, self.replacing))
 
     def next_section(self, settings: dict[str, Any]) -> int:
         """The first section not saved (UserError if the saved state has other settings)."""

@@ -137,6 +137,24 @@ def test_overwrite_keeps_the_old_video_until_the_new_one_is_complete(tmp_path, m
     assert not _litter(tmp_path)
 
 
+def test_an_overwrite_resumed_keeps_the_old_video_until_the_new_one_is_complete(
+    tmp_path, monkeypatch, capsys, reference
+):
+    out = tmp_path / "v.mp4"
+    assert main([*GENERATE, "--seed", "9", "--out", str(out)]) == 0
+    old = {name: _hashes(tmp_path)[name] for name in ("v.mp4", "v.json")}
+    with disk_fails(monkeypatch, errno.ENOSPC, "section_", after=1):
+        _refused(capsys, [*GENERATE, "--out", str(out), "--overwrite"], "section_00001", "No space left")
+    with disk_fails(monkeypatch, errno.ENOSPC, "section_", after=1):  # one more section, then full
+        _refused(capsys, [*GENERATE, "--out", str(out), "--resume"], "section_00002", "No space left")
+    assert len(list(parts_path(out).glob("section_*"))) == 2
+    assert {name: _hashes(tmp_path)[name] for name in old} == old  # no in-progress copy replaced it
+    assert main([*GENERATE, "--out", str(out), "--resume"]) == 0
+    np.testing.assert_array_equal(read_video(out)[0], reference)
+    assert json.loads((tmp_path / "v.json").read_text())["complete"] is True
+    assert not resume_path(out).exists() and not _litter(tmp_path)
+
+
 def test_resume_of_a_finished_job_says_it_is_finished(tmp_path, capsys):
     out = tmp_path / "v.mp4"
     assert main([*GENERATE, "--out", str(out)]) == 0
@@ -489,6 +507,33 @@ def test_read_only_folders(read_only, tmp_path, capsys, lora_file):
     for argv, word in cases:
         _refused(capsys, argv, word)
     assert not _litter(tmp_path)
+
+
+def test_a_bad_preview_folder_is_refused_before_the_model_loads(read_only, tmp_path, monkeypatch, capsys):
+    from framepack.pipeline import FramePackPipeline
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --preview was checked")
+
+    monkeypatch.setattr(FramePackPipeline, "from_pretrained", load)
+    (tmp_path / "notes.txt").write_text("a file")
+    before = _hashes(tmp_path)
+    cases = [
+        (read_only, "cannot write in this folder"),  # exists, takes no file
+        (read_only / "p" / "q", f"({read_only}, where it would be created"),
+        (Path("/proc/framepack-preview"), "cannot write in this folder (/proc, where it would be created"),
+        (Path("/proc/self"), "cannot write in this folder"),
+        (tmp_path / "notes.txt", "is a file, not a folder"),
+        (tmp_path / "notes.txt" / "p", "is a file, not a folder"),
+    ]
+    for folder, words in cases:
+        _refused(
+            capsys,
+            [*GENERATE, "--out", str(tmp_path / "v.mp4"), "--preview", str(folder)],
+            "--preview",
+            words,
+        )
+    assert _hashes(tmp_path) == before and not (tmp_path / "v.mp4").exists()
 
 
 # ------------------------------------------------------------------------- random files (hypothesis)

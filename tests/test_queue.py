@@ -132,8 +132,9 @@ def test_images_are_checked_and_copied(tmp_path):
     with pytest.raises(UserError, match="aspect ratio over 4:1"):
         q.add(GenerationOptions(end_image=_png(tmp_path / "wide.png", (400, 40))))
     Image.new("RGB", (64, 64)).save(tmp_path / "a.gif")
-    with pytest.raises(UserError, match="is a GIF image; give a PNG, JPEG, WebP or BMP"):
+    with pytest.raises(UserError, match="is a GIF image; give a PNG, JPEG, WebP or BMP") as err:
         q.add(GenerationOptions(keyframes=[(0.5, str(tmp_path / "a.gif"))], seconds=1))
+    assert str(err.value).startswith(f"--keyframe at 0.5s ({tmp_path / 'a.gif'}): ")  # the CLI's label
     job = q.add(GenerationOptions(image=_png(tmp_path / "me.png"), seconds=1))
     (tmp_path / "me.png").unlink()  # the upload goes away; the job keeps its copy
     kept = job.options["image"]

@@ -4,12 +4,16 @@ settings -> form, what the page shows, the handler guard, and `framepack queue` 
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from framepack.cli import main
 from framepack.errors import UserError
+from framepack.options import GenerationOptions
 from framepack.queue import JobQueue, QueueJob
 from framepack.ui import views
 from framepack.ui.requests import (
@@ -21,6 +25,7 @@ from framepack.ui.requests import (
     remove_timeline_row,
     rows_from_timeline,
 )
+from framepack.ui.uploads import UploadSweeper, clean_uploads, touch_uploads, upload_folder
 
 TWO_ROWS = [[0, "the camera pans left"], [0.5, "it holds still"]]
 
@@ -178,6 +183,107 @@ def test_uploads_are_checked_as_the_queue_will(tmp_path):
         with pytest.raises(UserError) as err:
             check_upload(str(tmp_path / path), name)
         assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda out: options_from_form([1, 2], out), "malformed request: expected the form's fields by name"),
+        (lambda out: options_from_form(form(seconds=[1]), out), "--seconds must be a number, got list [1]"),
+        (lambda out: options_from_form(form(seconds=True), out), "--seconds must be a number, got bool"),
+        (lambda out: options_from_form(form(seed={"a": 1}), out), "--seed must be a number, got dict"),
+        (lambda out: options_from_form(form(negative_prompt=5), out), "--negative-prompt must be text, got int"),
+        (lambda out: options_from_form(form(image=123), out), "--image must be the path of an uploaded image"),
+        (lambda out: options_from_form(form(end_image=["a"]), out), "--end-image must be the path of an"),
+        (lambda out: options_from_form(form(plan=["forward"]), out), "--plan must be text, got list"),
+        (lambda out: options_from_form(form(sampler=3), out), "--sampler must be text, got int"),
+        (lambda out: options_from_form(form(extend=7), out), "--extend must be text, got int"),
+        (lambda out: options_from_form(form(prompts="0s: a"), out), "--prompts: malformed timeline str"),
+        (lambda out: options_from_form(form(prompts=[5]), out), "--prompts: malformed timeline list"),
+        (lambda out: options_from_form(form(keyframe0_time=[1], keyframe0_image=3), out), "(keyframe 1) must be"),
+        (lambda out: add_timeline_row(7), "--prompts: malformed timeline int"),
+        (lambda out: remove_timeline_row([[0, "a"], "b"]), "--prompts: malformed timeline list"),
+        (lambda out: rows_from_timeline(["a"]), "--prompts must be text, got list"),
+        (lambda out: check_upload(5, "image"), "--image must be the path of an uploaded image, got int 5"),
+        (lambda out: check_upload("x.png", "photo"), "malformed request: 'photo' is not an image of the form"),
+        (lambda out: form_from_settings([1], out), "malformed settings: expected a mapping, got list"),
+        (lambda out: form_from_settings({"keyframes": [[1]]}, out), "keyframes must be [seconds, path] pairs"),
+        (lambda out: form_from_settings({"keyframes": "a"}, out), "keyframes must be [seconds, path] pairs"),
+    ],
+)  # fmt: skip
+def test_malformed_requests_get_one_line(tmp_path, call, message):
+    """What a web API call can send that the page never does: wrong types, a form that is not
+    one. Each is one line (the handler guard shows it), never an internal error."""
+    with pytest.raises(UserError) as err:
+        call(tmp_path)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_fields_left_out_are_empty_ones(tmp_path):
+    options = options_from_form({}, tmp_path)  # every field missing: the model's defaults
+    assert (options.seconds, options.seed, options.image, options.prompt, options.plan) == (
+        5.0, 31337, None, None, None
+    )  # fmt: skip
+    rows = {"headers": ["time (s)", "prompt"], "data": TWO_ROWS}  # Gradio's own table payload
+    assert (
+        options_from_form(form(prompts=rows), tmp_path).prompts
+        == "0s: the camera pans left\n0.5s: it holds still"
+    )
+    values, _ = form_from_settings({"prompts": 3, "image": 5}, tmp_path)
+    assert values["prompts"] == [[None, ""]] and values["image"] is None
+
+
+def _upload(folder: Path, name: str) -> Path:
+    """A file as Gradio stores an upload: `<upload folder>/<hash>/<name>`."""
+    path = folder / os.urandom(4).hex() / name
+    path.parent.mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(path)
+    return path
+
+
+def test_uploads_no_job_needs_are_cleaned_up(tmp_path):
+    q = JobQueue(tmp_path)
+    folder = upload_folder(tmp_path)
+    queued, abandoned, named = (_upload(folder, f"{n}.png") for n in ("queued", "abandoned", "named"))
+    job = q.add(GenerationOptions(image=str(queued), seconds=1))  # the job copies its image
+    done = q.add(GenerationOptions(end_image=str(queued), seconds=1))
+    q.update(done.id, lambda j: setattr(j, "status", "done"))
+    cancelled = q.add(GenerationOptions(image=str(queued), seconds=1))
+    q.cancel(cancelled.id)
+    legacy = QueueJob("legacy", {"image": str(named), "seconds": 1.0}, created="2025-01-01T00:00:00")
+    q.write(legacy)  # a job (an older version's) that names an upload itself
+    orphan = q.inputs / "20250101-000000-dead-image.png"  # a queue add killed before its job file
+    orphan.write_bytes(queued.read_bytes())
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert clean_uploads(q) == [] and sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before
+    assert UploadSweeper(q).maybe() == []  # the server cleaned as it started; the next in a minute
+
+    removed = clean_uploads(q, now=time.time() + 86401)  # a day later: no form used them since
+    assert sorted(removed) == sorted([queued, abandoned, orphan])
+    assert named.is_file() and not queued.parent.exists() and folder.is_dir()
+    for kept in (job, done, cancelled):  # every job's own copies stay (run, retry, load settings)
+        options = q.get(kept.id).options
+        assert Path(options.get("image") or options["end_image"]).is_file()
+
+    used, left = _upload(folder, "used.png"), _upload(folder, "left.png")
+    time.sleep(1.1)
+    touch_uploads([str(used), None, 5, str(tmp_path / "elsewhere.png")], tmp_path)  # a form queued it
+    assert clean_uploads(q, keep=1.0) == [left] and used.is_file()
+    assert clean_uploads(q, keep=0) == [used] and named.is_file()  # at start: all no job names
+
+
+def test_the_ui_command_cleans_uploads_when_it_starts(tmp_path, monkeypatch, capsys):
+    import framepack.cli.ui
+
+    q = JobQueue(tmp_path)
+    stale = _upload(upload_folder(tmp_path), "stale.png")
+    job = q.add(GenerationOptions(image=str(stale), seconds=1))
+    q.cancel(job.id)  # nothing for the server's worker to run
+    served = []
+    monkeypatch.setattr(framepack.cli.ui, "_serve", lambda *args: served.append(args))
+    assert main(["ui", "--outputs", str(tmp_path), "--threads", "1"]) == 0 and served
+    assert not stale.exists() and list(upload_folder(tmp_path).iterdir()) == []
+    assert Path(q.get(job.id).options["image"]).is_file()  # the job's copy stays (retry resumes)
 
 
 def test_the_queued_message_says_when_the_job_starts(tmp_path):

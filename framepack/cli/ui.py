@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = FramePackPipeline.from_pretrained(args.model, load)  # bad models fail here, in one line
     queue = JobQueue(outputs)
+    from framepack.ui.uploads import clean_uploads
+
+    clean_uploads(queue, keep=0)  # no page holds an upload yet; jobs use their own copies
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     pipelines = Pipelines()
     pipelines.put(model, dataclasses.asdict(load), pipe)  # the key the page's jobs carry
@@ -133,7 +136,9 @@ def _quiet_gradio(outputs: Path) -> None:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ["GRADIO_TEMP_DIR"] = str(outputs / "queue" / "gradio")
+    from framepack.ui.uploads import upload_folder
+
+    os.environ["GRADIO_TEMP_DIR"] = str(upload_folder(outputs))
 
 
 def _is_loopback(host: str) -> bool:

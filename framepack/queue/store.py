@@ -41,7 +41,7 @@ import numpy as np
 from framepack.components import LoadOptions
 from framepack.disk import writing
 from framepack.errors import UserError
-from framepack.options import GenerationOptions
+from framepack.options import GenerationOptions, keyframe_label
 from framepack.schema import check_types
 from framepack.video import atomic_path, remove_litter
 
@@ -534,7 +534,7 @@ def _alive(text: str) -> bool:
 
 def _images(options: GenerationOptions) -> list[tuple[str, str]]:
     pairs = [(options.image, "--image"), (options.end_image, "--end-image")]
-    pairs += [(p, f"--keyframe {t:g}={p}") for t, p in options.keyframes]
+    pairs += [(p, keyframe_label(t, p)) for t, p in options.keyframes]
     return [(p, flag) for p, flag in pairs if p is not None]
 
 

@@ -32,6 +32,7 @@ from framepack.ui.requests import (
     options_from_form,
     remove_timeline_row,
 )
+from framepack.ui.uploads import UploadSweeper, touch_uploads
 
 logger = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
@@ -68,8 +69,12 @@ def create_demo(queue: JobQueue, worker: Worker, spec: ModelSpec, model: str, lo
         fields = [form[name] for name in FORM]
         table, picker = jobs["table"], jobs["picker"]
 
+        sweeper = UploadSweeper(queue)  # uploads no job uses go after a day unused
+
         def add(now: bool, *values: Any) -> dict:
-            options = options_from_form(dict(zip(FORM, values)), outputs)
+            form_values = dict(zip(FORM, values))
+            touch_uploads((form_values.get(name) for name in UPLOAD_FLAGS), outputs)  # in use
+            options = options_from_form(form_values, outputs)
             job = queue.add(options, model=model, load=load, front=now)
             worker.wake()  # an idle worker starts it at once; a busy one after its job
             return {
@@ -88,6 +93,7 @@ def create_demo(queue: JobQueue, worker: Worker, spec: ModelSpec, model: str, lo
 
         def tick(seen: dict) -> tuple:
             try:
+                sweeper.maybe()
                 return _tick(queue, worker, seen, running, jobs, gallery)
             except Exception:  # a refresh never shows a traceback; the next one tries again
                 logger.exception("refreshing the page failed")
@@ -137,6 +143,7 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
             c["image"] = gr.Image(
                 label="Start image (empty: the model's example image)",
                 type="filepath",
+                image_mode=None,  # the file as uploaded (converted as the CLI does)
                 format="png",
                 sources=["upload"],
                 elem_id="fp-image",
@@ -145,6 +152,7 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
             c["end_image"] = gr.Image(
                 label="End image (optional)",
                 type="filepath",
+                image_mode=None,  # the file as uploaded (converted as the CLI does)
                 format="png",
                 sources=["upload"],
                 elem_id="fp-end",
@@ -156,7 +164,11 @@ def _form(gr: Any, spec: ModelSpec) -> dict[str, Any]:
                             label=f"keyframe {i + 1} at (s)", placeholder="seconds, e.g. 2.5"
                         )
                         c[f"keyframe{i}_image"] = gr.Image(
-                            label=f"keyframe {i + 1} image", type="filepath", format="png", sources=["upload"]
+                            label=f"keyframe {i + 1} image",
+                            type="filepath",
+                            image_mode=None,
+                            format="png",
+                            sources=["upload"],
                         )
         with gr.Column():
             c["prompts"] = gr.Dataframe(

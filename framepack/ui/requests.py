@@ -61,24 +61,28 @@ def options_from_form(form: dict[str, Any], outputs: Path) -> GenerationOptions:
 
     Images are file paths (uploads); `extend` is a video name inside `outputs` or empty.
     Empty numbers mean "the model's default". `random_seed` draws the seed recorded in the job.
+    A malformed request (not a mapping, a value of the wrong type) gets one line too; a field
+    left out is an empty one.
     """
+    if not isinstance(form, dict):
+        raise UserError(f"malformed request: expected the form's fields by name, got {type(form).__name__}")
     prompt, prompts = timeline_from_rows(form.get("prompts"))
     seed = secrets.randbelow(2**31) if form.get("random_seed") else _whole(form.get("seed"), "--seed")
     options = GenerationOptions(
         prompt=prompt,
         prompts=prompts,
-        negative_prompt=form.get("negative_prompt") or "",
-        image=None if form.get("no_image") else form.get("image") or None,
+        negative_prompt=_text_value(form.get("negative_prompt"), "--negative-prompt") or "",
+        image=None if form.get("no_image") else _path(form.get("image"), "--image"),
         no_image=bool(form.get("no_image")),
-        end_image=form.get("end_image") or None,
+        end_image=_path(form.get("end_image"), "--end-image"),
         keyframes=_keyframes(form),
-        extend=_extend(form.get("extend"), outputs),
+        extend=_extend(_text_value(form.get("extend"), "--extend"), outputs),
         seconds=_number(form.get("seconds"), "--seconds", 5.0),
         fps=_whole(form.get("fps"), "--fps", None),
         seed=31337 if seed is None else seed,
         steps=_whole(form.get("steps"), "--steps", None),
-        plan=None if form.get("plan") in (None, "", MODEL_DEFAULT) else form["plan"],
-        sampler=None if form.get("sampler") in (None, "", MODEL_DEFAULT) else form["sampler"],
+        plan=_choice(form.get("plan"), "--plan"),
+        sampler=_choice(form.get("sampler"), "--sampler"),
         shift=_number(form.get("shift"), "--shift", None),
         guidance=_number(form.get("guidance"), "--guidance", None),
         cfg=_number(form.get("cfg"), "--cfg", None),
@@ -100,8 +104,8 @@ def timeline_from_rows(rows: Any) -> tuple[str | None, str | None]:
     prompt (the CLI's entry separator).
     """
     entries: list[tuple[float | None, str]] = []
-    for row in rows if isinstance(rows, list) else []:
-        cells = [*row, None, None][:2] if isinstance(row, list | tuple) else [None, None]
+    for row in _rows(rows):
+        cells = [*row, None, None][:2]
         time, text = _cell_seconds(cells[0]), " ".join(str(cells[1] or "").split())
         if time is None and not text:
             continue
@@ -127,7 +131,7 @@ def timeline_from_rows(rows: Any) -> tuple[str | None, str | None]:
 
 def rows_from_timeline(text: str | None) -> list[list[Any]]:
     """The editor's rows of a timeline text (`"0s: a; 4s: b"`, or one plain prompt)."""
-    text = (text or "").strip()
+    text = (_text_value(text, "--prompts") or "").strip()
     if not text:
         return [[None, ""]]
     try:
@@ -138,14 +142,14 @@ def rows_from_timeline(text: str | None) -> list[list[Any]]:
 
 def add_timeline_row(rows: Any) -> list[list[Any]]:
     """The rows with one more, one second after the latest time (0 for the first)."""
-    rows = [list(row) for row in rows or [] if row]
+    rows = [list(row) for row in _rows(rows) if row]
     times = [time for time in (_cell_seconds(row[0]) for row in rows) if isinstance(time, float)]
     return [*rows, [max(times) + 1 if times else 0, ""]]
 
 
 def remove_timeline_row(rows: Any) -> list[list[Any]]:
     """The rows without the last one (one blank row when none is left)."""
-    rows = [list(row) for row in rows or [] if row]
+    rows = [list(row) for row in _rows(rows) if row]
     return rows[:-1] or [[None, ""]]
 
 
@@ -164,6 +168,47 @@ def _cell_seconds(cell: Any) -> float | str | None:
         return text
 
 
+def _rows(rows: Any) -> list[list[Any] | tuple[Any, ...]]:
+    """The timeline's rows as sent: a list of rows (lists), or Gradio's `{"data": rows}`; None:
+    no rows. Anything else is refused in one line."""
+    if isinstance(rows, dict) and "data" in rows:
+        rows = rows["data"]
+    if rows is None:
+        return []
+    if not isinstance(rows, list) or not all(isinstance(row, list | tuple) for row in rows):
+        raise UserError(f"--prompts: malformed timeline {_shown(rows)}; send rows of [seconds, prompt]")
+    return rows
+
+
+def _text_value(value: Any, flag: str) -> str | None:
+    """A text field's value (None when empty); not text: one line."""
+    if value is None or isinstance(value, str):
+        return value or None
+    raise UserError(f"{flag} must be text, got {_shown(value)}")
+
+
+def _path(value: Any, flag: str) -> str | None:
+    """An image field's value: a file path, or None when empty; not a path: one line."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise UserError(f"{flag} must be the path of an uploaded image, got {_shown(value)}")
+    return value
+
+
+def _choice(value: Any, flag: str) -> str | None:
+    """A dropdown's value: None for the model's default; not text: one line (the options'
+    `validate` names the allowed values)."""
+    value = _text_value(value, flag)
+    return None if value in (None, MODEL_DEFAULT) else value
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its type and at most 40 characters of it."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def _seconds_text(time: float) -> str:
     """Seconds as the timeline syntax writes them (no exponent: 1e-05 -> '0.00001')."""
     return np.format_float_positional(time, trim="-")
@@ -172,6 +217,11 @@ def _seconds_text(time: float) -> str:
 def check_upload(path: str | None, name: str) -> str | None:
     """Check an uploaded image of the control `name` as the queue will (type, size, dimensions);
     returns `path`, or raises UserError with the CLI's one line."""
+    if name not in UPLOAD_FLAGS:
+        raise UserError(
+            f"malformed request: {name!r} is not an image of the form ({', '.join(UPLOAD_FLAGS)})"
+        )
+    path = _path(path, UPLOAD_FLAGS[name])
     if path:
         check_image_file(path, UPLOAD_FLAGS[name])
     return path
@@ -180,7 +230,8 @@ def check_upload(path: str | None, name: str) -> str | None:
 def _keyframes(form: dict[str, Any]) -> list[tuple[float, str]]:
     keyframes = []
     for i in range(KEYFRAME_SLOTS):
-        time, image = form.get(f"keyframe{i}_time"), form.get(f"keyframe{i}_image")
+        time = form.get(f"keyframe{i}_time")
+        image = _path(form.get(f"keyframe{i}_image"), f"--keyframe (keyframe {i + 1})")
         time = None if isinstance(time, str) and not time.strip() else time
         if image and time is None:
             raise UserError(
@@ -209,6 +260,8 @@ def _number(value: Any, flag: str, default: float | None) -> float | None:
     """A number field's value; empty (None, "" or blanks): `default`."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise UserError(f"{flag} must be a number, got {_shown(value)}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -234,8 +287,12 @@ def form_from_settings(
     what could not be loaded.
 
     Images outside `outputs` are left empty (the page shows files from the outputs folder only);
-    the model's example image is an empty start image, as in the form.
+    the model's example image is an empty start image, as in the form. Settings that are not
+    a mapping, or whose keyframes are not `[seconds, path]` pairs, are refused in one line.
     """
+    if not isinstance(settings, dict):
+        raise UserError(f"malformed settings: expected a mapping, got {_shown(settings)}")
+    settings = {**settings, "keyframes": _settings_keyframes(settings.get("keyframes"))}
     form: dict[str, Any] = {name: None for name in FORM}
     notes = [
         f"{label} {Path(path).name} is outside the outputs folder; upload it again"
@@ -244,7 +301,7 @@ def form_from_settings(
             ("the end image", settings.get("end_image")),
             *(("a keyframe image", p) for _, p in settings.get("keyframes") or []),
         ]
-        if path and path != example_image and _inside(path, outputs) is None
+        if isinstance(path, str) and path and path != example_image and _inside(path, outputs) is None
     ]
     keyframes = [(t, _inside(p, outputs)) for t, p in settings.get("keyframes") or []]
     for i in range(KEYFRAME_SLOTS):
@@ -254,7 +311,7 @@ def form_from_settings(
         image=_inside(settings.get("image"), outputs),
         no_image=settings.get("image") is None,
         end_image=_inside(settings.get("end_image"), outputs),
-        prompts=rows_from_timeline(settings.get("prompts") or settings.get("prompt")),
+        prompts=rows_from_timeline(_text_or_none(settings.get("prompts") or settings.get("prompt"))),
         negative_prompt=settings.get("negative_prompt") or "",
         seconds=settings.get("seconds"),
         plan=settings.get("plan") if settings.get("plan") in PLANS else MODEL_DEFAULT,
@@ -276,8 +333,24 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
+def _settings_keyframes(keyframes: Any) -> list[tuple[Any, str]]:
+    """A sidecar's keyframes, `[[seconds, path], ...]`, checked (UserError, one line)."""
+    pairs = keyframes or []
+    if not isinstance(pairs, list) or not all(
+        isinstance(k, list | tuple) and len(k) == 2 and isinstance(k[1], str) for k in pairs
+    ):
+        raise UserError(
+            f"malformed settings: keyframes must be [seconds, path] pairs, got {_shown(keyframes)}"
+        )
+    return [(t, p) for t, p in pairs]
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _inside(path: str | None, outputs: Path) -> str | None:
-    if not path:
+    if not path or not isinstance(path, str):
         return None
     resolved = Path(path).resolve()
     return str(resolved) if resolved.is_relative_to(outputs.resolve()) and resolved.is_file() else None
