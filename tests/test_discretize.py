@@ -194,7 +194,7 @@ def test_generation_from_a_bundle_applies_its_codebook(tmp_path, monkeypatch):
         seen.append(kwargs.get("quantize"))
         return section_context(*args, **kwargs)
 
-    monkeypatch.setattr("framepack.pipeline.section_context", spy)
+    monkeypatch.setattr("framepack.context.section_context", spy)  # plan_context calls it
     pipe = FramePackPipeline.from_pretrained(tmp_path / "b")
     pipe.generate(image=write_image(tmp_path / "s.png"), seconds=2.0, output_type="np", progress=False)
     assert len(seen) >= 2 and all(q is not None and torch.equal(q.centroids, book.centroids) for q in seen)
