@@ -333,3 +333,18 @@ def test_init_starts_a_finetune_from_another_runs_weights(tmp_path):
     assert codec.card["training"]["steps"] == 2
     with pytest.raises(UserError, match="--init starts a new run"):
         train_codec(tmp_path / "c", init=tmp_path / "a", resume=True)
+
+
+def test_the_codec_contact_sheet_puts_each_input_above_its_reconstruction():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import codec_sheet
+
+    image = codec_sheet.sheet(_codec(), clips=2, frames=5, scale=2, seed=7)
+    assert image.shape == (2 * 2 * 64 * 2, 5 * 64 * 2, 3) and image.dtype == np.uint8
+    truth = codec_sheet.held_out_clips(2, 5, 64, 30.0, 7)
+    first = (truth[0, :, 0].permute(1, 2, 0).numpy() + 1) * 127.5  # clip 0, frame 0, (H, W, 3)
+    assert np.abs(image[0:128:2, 0:128:2].astype(float) - first).max() <= 1.0  # row 0: the input
+    assert np.abs(image[128:256:2, 0:128:2].astype(float) - first).max() > 1.0  # row 1: a recon
