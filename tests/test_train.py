@@ -265,8 +265,13 @@ def test_config_file_errors_are_user_errors(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"widht": 3}')
-    with pytest.raises(UserError, match="widht"):
+    with pytest.raises(UserError, match="widht") as err:
         load_config(bad)
+    assert "distill" not in str(err.value)  # the distill hint only for a distillation config
+    distill = tmp_path / "distill.json"
+    distill.write_text('{"teacher": "bundle"}')
+    with pytest.raises(UserError, match="student is its bundle/ folder"):
+        load_config(distill)
     with pytest.raises(UserError, match="does not exist"):
         load_config(tmp_path / "missing.json")
 

@@ -259,11 +259,8 @@ def load_config(path: Path, config_type: type[TrainConfig] | None = None) -> Tra
     try:
         return config_type.from_dict(raw)
     except (TypeError, ValueError) as err:
-        hint = (
-            ""
-            if config_type is not TrainConfig
-            else " (a framepack distill run's student is its bundle/ folder)"
-        )
+        distill_run = config_type is TrainConfig and "teacher" in raw
+        hint = " (a framepack distill run's student is its bundle/ folder)" if distill_run else ""
         raise UserError(f"config file {path}: {err}{hint}") from None
 
 
