@@ -38,7 +38,7 @@ from framepack.data.world_script import camera_path, format_timeline
 from framepack.errors import UserError
 from framepack.eval.camera import following, step_following
 from framepack.eval.continuation import CONTINUATION_FRAMES, continuation_psnr, in_view_mask, pooled_psnr
-from framepack.eval.metrics import motion, palette_share, psnr
+from framepack.eval.metrics import motion, palette_share, psnr, read_report, report_json
 from framepack.eval.windows import PALETTE_TOL, mean_stats, window_count, window_deviations, window_stats
 from framepack.model_bundle import Bundle, demo_path, load_bundle
 from framepack.packing import BASE_KERNEL, PackedContext, parse_schedule
@@ -692,7 +692,7 @@ def _codec_lines(codec) -> list[str]:
 def finish(report: dict, args: argparse.Namespace) -> int:
     """Judge the targets, print the report as JSON and write the card when asked."""
     report["targets"] = target_rows(report)
-    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write(report_json(report, indent=2))
     print()
     if args.card is not None:
         write_card(args.bundle, args.card, report, args.command, args.limits)
@@ -704,7 +704,7 @@ def merge_reports(args: argparse.Namespace) -> int:
     report: dict = {}
     commands = []
     for path in args.merge:
-        part = json.loads(path.read_text())
+        part = read_report(path.read_text())
         commands.append(part.pop("command", ""))
         part.pop("targets", None)
         wall = part.pop("generation_wall_seconds", 0.0)

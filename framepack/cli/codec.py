@@ -52,18 +52,19 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "cache":
         return _cache(args)
     from framepack.codecs.autoencoder_train import export_codec, train_codec
+    from framepack.eval.metrics import report_json
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if args.export:
         codec = export_codec(args.out)
-        print(json.dumps(codec.card, indent=2))
+        print(report_json(codec.card, indent=2))
         return 0
     config = None if args.resume else _read_config(args.config, args.steps)
     bar = _bar(args.quiet)
     codec = train_codec(args.out, config, resume=args.resume, steps=args.steps, init=args.init, progress=bar)
     print(f"codec written to {args.out / 'codec'}")
-    print(json.dumps(codec.card, indent=2))
+    print(report_json(codec.card, indent=2))
     return 0
 
 
@@ -108,11 +109,12 @@ def _bar(quiet: bool):
 def _eval(args: argparse.Namespace) -> int:
     from framepack.codecs.autoencoder import AutoencoderCodec
     from framepack.eval.codec import codec_card
+    from framepack.eval.metrics import report_json
 
     if args.clips < 1 or not 0 < args.seconds <= 60:
         raise UserError("--clips must be >= 1 and --seconds in (0, 60]")
     codec = AutoencoderCodec.load(args.path)
-    print(json.dumps(codec_card(codec, clips=args.clips, seconds=args.seconds), indent=2))
+    print(report_json(codec_card(codec, clips=args.clips, seconds=args.seconds), indent=2))
     return 0
 
 

@@ -7,7 +7,6 @@ in `EVALS`.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 
@@ -27,6 +26,7 @@ def add_drift(parser: argparse.ArgumentParser) -> None:
 def run_drift(args: argparse.Namespace) -> int:
     from framepack.errors import UserError
     from framepack.eval.drift import drift_report, format_report
+    from framepack.eval.metrics import report_json
     from framepack.video import read_metadata, read_video
 
     for flag in ("section_frames", "max_frames"):
@@ -50,7 +50,7 @@ def run_drift(args: argparse.Namespace) -> int:
         frames, fps, section_frames=section_frames, boundaries=boundaries, latent_boundaries=latent
     )
     report["video"] = str(args.video)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(report_json(report, indent=2) if args.json else format_report(report))
     return 0
 
 

@@ -20,7 +20,10 @@ Frames are processed in chunks, so memory stays small for long videos. `psnr` an
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,3 +200,38 @@ def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
         x = x.detach().cpu()
         return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     return np.asarray(x)
+
+
+def report_json(report: Any, **kwargs: Any) -> str:
+    """`report` as strict JSON: a non-finite number (the PSNR of a lossless frame is infinite)
+    becomes the string "inf", "-inf" or "nan", which every JSON parser reads; `read_report`
+    turns them back into floats."""
+    return json.dumps(_finite(report), allow_nan=False, **kwargs)
+
+
+def read_report(text: str) -> Any:
+    """The inverse of `report_json`."""
+    return _infinite(json.loads(text))
+
+
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _infinite(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _NON_FINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: _infinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_infinite(v) for v in obj]
+    return obj
